@@ -1,0 +1,5 @@
+"""The ``fbp`` command line. Importing a command module registers it on :data:`app`."""
+
+from ._app import app, main  # noqa: F401
+
+# One import per command module (each registers itself on the app).

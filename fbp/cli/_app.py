@@ -1,0 +1,69 @@
+"""The one shared place for the CLI: the Typer app, common options and the error handler.
+
+Each command lives in its own module as a thin wrapper over a plain function that code can call too
+(as in spaCy's CLI). Heavy libraries (torch, transformers) are imported inside commands, so
+``fbp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+from ..errors import FbpError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="fbp",
+    help="Feedback Prize essay segmentation: preprocess, train k folds, evaluate, infer, ensemble, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"fbp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    """Feedback Prize essay segmentation, from the Kaggle download to a scored submission."""
+    _state["debug"] = debug
+
+
+# Options shared by several commands, so every command spells them the same way.
+ConfigArg = typer.Argument(None, help="YAML config (see configs/); command-line flags override it.", show_default=False)
+SetOpt = typer.Option(None, "--set", "-s", help="Override any config key: section.key=value (repeatable).", show_default=False)
+OutputOpt = lambda default, what: typer.Option(default, "--output", "-o", help=what)  # noqa: E731
+WandbOpt = typer.Option(None, "--wandb", help="wandb mode: auto (online if logged in, else offline), online, offline, disabled.", show_default=False)
+
+
+def main() -> None:
+    """Entry point: run the app, turning known errors into one clear message and an exit code."""
+    try:
+        app()
+    except FbpError as error:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: finished folds and epochs are kept; run the same command again to resume.")
+        sys.exit(130)

@@ -1,0 +1,224 @@
+"""The whole configuration as pydantic models, loaded from YAML and overridden from the command line.
+
+Sections: ``data``, ``model``, ``windows``, ``training``, ``decoding``, ``tracking`` and ``search``
+(the hyperparameter search space of ``fbp tune``). Every section forbids unknown keys, so a typo is an
+error naming the key, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UsageError
+from .labels import CLASSES
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    processed_dir: Path = Field(Path("data/processed"), description="Output of `fbp preprocess`.")
+    folds: Optional[int] = Field(None, ge=2, description="Number of folds; None keeps the folds made by preprocess.")
+    train_folds: Optional[List[int]] = Field(None, description="Folds to train (`--fold K`); None trains all.")
+    max_essays: Optional[int] = Field(None, ge=2, description="Use only this many essays (a fixed random subset) for quick runs.")
+
+
+class ModelConfig(Section):
+    name: str = Field("minilm", description="`minilm` (packaged, offline), a Hugging Face hub name or a local path.")
+    hidden_dropout: Optional[float] = Field(None, ge=0, lt=1, description="Override the model's hidden dropout (None keeps it).")
+    attention_dropout: Optional[float] = Field(None, ge=0, lt=1, description="Override the model's attention dropout (None keeps it).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models on one GPU).")
+
+
+class WindowsConfig(Section):
+    max_length: int = Field(512, ge=16, description="Tokens per window, special tokens included.")
+    stride: int = Field(128, ge=0, description="Tokens shared by consecutive windows of one essay.")
+    label_subtokens: Literal["first", "all"] = Field("first", description="Train on the first sub-token of a word, or all of them.")
+
+    @model_validator(mode="after")
+    def _stride_below_length(self) -> "WindowsConfig":
+        if self.stride >= self.max_length:
+            raise ValueError(f"stride ({self.stride}) must be smaller than max_length ({self.max_length})")
+        return self
+
+
+class TrainingConfig(Section):
+    epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of the training steps spent warming up.")
+    scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] = "linear"
+    batch_size: int = Field(8, ge=1, description="Windows per device per step.")
+    eval_batch_size: int = Field(32, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU.")
+    group_by_length: bool = Field(True, description="Batch windows of similar length (dynamic padding wastes almost nothing).")
+    early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop a fold after this many epochs without a better F1 (off by default).")
+    seed: int = 42
+    dataloader_workers: int = Field(0, ge=0)
+
+
+class DecodingConfig(Section):
+    """Word probabilities -> spans. Defaults are the values the competition's public notebooks converged on."""
+
+    min_words: Dict[str, int] = Field(
+        default_factory=lambda: {"Lead": 9, "Position": 5, "Claim": 3, "Counterclaim": 6, "Rebuttal": 4, "Evidence": 14, "Concluding Statement": 11}
+    )
+    min_confidence: Dict[str, float] = Field(
+        default_factory=lambda: {"Lead": 0.7, "Position": 0.55, "Claim": 0.55, "Counterclaim": 0.5, "Rebuttal": 0.55, "Evidence": 0.65, "Concluding Statement": 0.7}
+    )
+
+    @field_validator("min_words", "min_confidence")
+    @classmethod
+    def _known_classes(cls, value: Dict[str, Any]) -> Dict[str, Any]:
+        unknown = sorted(set(value) - set(CLASSES))
+        if unknown:
+            raise ValueError(f"unknown class {unknown}; allowed: {', '.join(CLASSES)}")
+        return value
+
+
+class TrackingConfig(Section):
+    wandb: Literal["auto", "online", "offline", "disabled"] = Field("auto", description="auto: online when logged in, otherwise offline into the run directory.")
+    project: str = "fbp"
+    entity: Optional[str] = None
+
+
+class SearchParam(Section):
+    """One dimension of the `fbp tune` search space: a numeric range or a list of choices."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[List[Union[bool, int, float, str]]] = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "SearchParam":
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices must not be empty")
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+        elif self.low is None or self.high is None:
+            raise ValueError("give low and high, or choices")
+        elif self.low > self.high:
+            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class Config(Section):
+    name: Optional[str] = Field(None, description="Run name (defaults to the output directory's name).")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    windows: WindowsConfig = Field(default_factory=WindowsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    search: Dict[str, SearchParam] = Field(default_factory=dict, description="`fbp tune` search space: dotted key -> range or choices.")
+
+    @field_validator("search")
+    @classmethod
+    def _search_keys_exist(cls, value: Dict[str, SearchParam]) -> Dict[str, SearchParam]:
+        for key in value:
+            section, _, field = key.partition(".")
+            model = cls.model_fields.get(section)
+            section_type = model.annotation if model is not None else None
+            if field == "" or not isinstance(section_type, type) or not issubclass(section_type, Section) or field not in section_type.model_fields:
+                raise ValueError(f"search key '{key}' is not a config setting (use section.key, e.g. training.learning_rate)")
+        return value
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def set_dotted(tree: Dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``key = "a.b"``, creating sections as needed."""
+    *sections, last = key.split(".")
+    node = tree
+    for section in sections:
+        child = node.setdefault(section, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"cannot set '{key}': '{section}' is a value, not a section")
+        node = child
+    node[last] = value
+
+
+def parse_sets(sets: Optional[List[str]]) -> Dict[str, Any]:
+    """Parse ``--set section.key=value`` strings; values are read as YAML (numbers, lists, null...)."""
+    parsed = {}
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects section.key=value, got '{item}'")
+        try:
+            parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            parsed[key.strip()] = raw
+    return parsed
+
+
+def resolve_config_path(path: Union[str, Path]) -> Path:
+    """A config path as given, or a bare name looked up as ``configs/NAME.yaml``."""
+    candidate = Path(path)
+    if candidate.exists():
+        return candidate
+    named = Path("configs") / f"{candidate.stem}.yaml"
+    if candidate.suffix == "" and named.exists():
+        return named
+    raise UsageError(f"config file not found: {path}")
+
+
+def _describe(error: Dict[str, Any], tree: Dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section = Config
+        for part in error["loc"][:-1]:
+            field = section.model_fields.get(str(part))
+            section = field.annotation if field is not None and isinstance(field.annotation, type) else None
+            if section is None:
+                break
+        allowed = ", ".join(section.model_fields) if section is not None and issubclass(section, BaseModel) else "see the README"
+        return f"unknown key '{key}' (allowed here: {allowed})"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["loc"]:
+        return f"{key} = {error.get('input')!r}: {message}"
+    return message
+
+
+def validate_config(tree: Dict[str, Any], source: str = "config") -> Config:
+    """Validate a raw config tree, turning pydantic errors into one clear :class:`UsageError`."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as error:
+        lines = [_describe(e, tree) for e in error.errors()]
+        raise UsageError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dict[str, Any]] = None) -> Config:
+    """Load a YAML config (or the defaults), apply dotted-key ``overrides`` (None values skipped), validate."""
+    tree: Dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        config_path = resolve_config_path(path)
+        source = f"config {config_path}"
+        try:
+            tree = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise UsageError(f"{config_path} is not valid YAML: {error}") from None
+        if not isinstance(tree, dict):
+            raise UsageError(f"{config_path} must hold a mapping of sections, got {type(tree).__name__}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(tree, key, value)
+    return validate_config(tree, source)
