@@ -1,0 +1,94 @@
+"""Per-epoch evaluation inside the Trainer: window probabilities -> word probabilities -> spans -> competition F1.
+
+The Trainer gathers the softmax of every validation window (in dataset order, across processes too);
+:class:`FoldEvaluator` stitches them into word probabilities, decodes spans and scores them, so the metric
+that picks the best epoch is the competition's, not the loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import PartialState
+from torch.utils.data import SequentialSampler
+from transformers import Trainer, TrainerCallback
+
+from .callbacks import metric_key
+from .config import DecodingConfig
+from .labels import CLASSES
+
+
+class WordLevelTrainer(Trainer):
+    """The Hugging Face Trainer, evaluating windows in dataset order so each maps back to its essay."""
+
+    def _get_eval_sampler(self, eval_dataset):
+        # The stock sampler shuffles by length when group_by_length is on; order matters for stitching.
+        # With several processes, accelerate shards batches in order and gathers them back in order.
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+    @staticmethod
+    def probabilities(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Softmax on the device, kept as float16: half the memory for the gathered validation predictions."""
+        return torch.softmax(logits.float(), dim=-1).to(torch.float16)
+
+
+class FoldEvaluator(TrainerCallback):
+    """``compute_metrics`` for one fold, and a callback that keeps the best epoch's word probabilities.
+
+    Each evaluation writes its word probabilities to ``last_eval.npz``; once the Trainer has decided that the
+    epoch is its new best (``on_save``), that file becomes ``best_oof.npz``, so the two never disagree, even
+    across a resume.
+    """
+
+    def __init__(self, val_essays: pd.DataFrame, spans: pd.DataFrame, val_windows, decoding: DecodingConfig, work_dir: Path):
+        self.essay_ids = val_essays["id"].tolist()
+        self.n_words = val_essays["n_words"].astype(int).tolist()
+        self.truth = spans[spans["id"].isin(set(self.essay_ids))]
+        self.val_windows = val_windows
+        self.decoding = decoding
+        self.work_dir = Path(work_dir)
+        self.is_main = PartialState().is_main_process
+        self.last_time = time.monotonic()
+
+    @property
+    def last_path(self) -> Path:
+        return self.work_dir / "last_eval.npz"
+
+    @property
+    def best_path(self) -> Path:
+        return self.work_dir / "best_oof.npz"
+
+    def __call__(self, eval_prediction) -> Dict[str, float]:
+        from .metric import score
+        from .spans import decode_essays
+        from .word_probs import save_word_probs, stitch_word_probs
+
+        token_probs = eval_prediction.predictions
+        per_essay = stitch_word_probs(token_probs, self.val_windows.meta, self.n_words)
+        word_probs = dict(zip(self.essay_ids, per_essay))
+        result = score(decode_essays(word_probs, self.decoding), self.truth)
+        if self.is_main:
+            save_word_probs(self.last_path, word_probs)
+        now = time.monotonic()
+        metrics = {"f1": float(result.f1), "epoch_seconds": round(now - self.last_time, 1)}
+        self.last_time = now
+        for name in CLASSES:
+            if name in result.per_class:
+                metrics[metric_key(name)] = float(result.per_class[name]["f1"])
+        return metrics
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.is_main and state.best_global_step == state.global_step and self.last_path.exists():
+            os.replace(self.last_path, self.best_path)
+
+    def load_best_word_probs(self) -> Dict[str, np.ndarray]:
+        from .word_probs import load_word_probs
+
+        return load_word_probs(self.best_path) if self.is_main else {}

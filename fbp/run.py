@@ -1,0 +1,120 @@
+"""The run directory: resolved config, ``run.json`` summary, out-of-fold word probabilities, fold checkpoints.
+
+A run directory is the unit of resuming and comparing. Everything in it is written atomically, and a fold
+counts as finished only once its checkpoint and out-of-fold probabilities are on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from . import __version__
+from .config import Config
+from .errors import UsageError
+
+# Settings that may change between invocations on the same run directory without making it another run.
+RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key not in ("min_words", "min_confidence"):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """Dotted keys whose values differ, ignoring settings that do not change what is trained."""
+    old_flat, new_flat = flatten(old), flatten(new)
+    keys = sorted(set(old_flat) | set(new_flat))
+    return [
+        f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}"
+        for key in keys
+        if old_flat.get(key) != new_flat.get(key) and not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
+    ]
+
+
+class RunDir:
+    """One training run on disk: ``config.yaml``, ``run.json``, ``oof_word_probs.npz``, ``decoding.json``, ``fold_K/``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.config_path = self.path / "config.yaml"
+        self.summary_path = self.path / "run.json"
+        self.oof_path = self.path / "oof_word_probs.npz"
+        self.decoding_path = self.path / "decoding.json"
+        self.work_path = self.path / ".work"  # Trainer checkpoints of unfinished folds (removed when a fold ends)
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.path / f"fold_{fold}"
+
+    def fold_work_dir(self, fold: int) -> Path:
+        return self.work_path / f"fold_{fold}"
+
+    def open(self, config: Config) -> Dict[str, Any]:
+        """Create the run directory, or check that an existing one holds this same run; return its summary."""
+        resolved = config.model_dump(mode="json")
+        if self.config_path.exists():
+            previous = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            differences = config_differences(previous, resolved)
+            if differences:
+                raise UsageError(
+                    f"{self.path} holds a different run (its config.yaml differs: {'; '.join(differences[:5])}). "
+                    "Use another output directory (-o), or delete that one to start over."
+                )
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise UsageError(f"{self.path} exists and is not an fbp run directory (no config.yaml); use another output directory (-o)")
+        write_atomic(self.config_path, config.to_yaml())
+        summary = self.read_summary()
+        if summary is None:
+            summary = {
+                "name": config.name or self.path.name,
+                "model": config.model.name,
+                "fbp_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "status": "running",
+                "processed_dir": str(config.data.processed_dir),
+                "config": resolved,
+                "cv_f1": None,
+                "cv_per_class": {},
+                "train_seconds": 0.0,
+                "folds": [],
+            }
+        summary["config"] = resolved
+        return summary
+
+    def read_summary(self) -> Optional[Dict[str, Any]]:
+        if not self.summary_path.exists():
+            return None
+        return json.loads(self.summary_path.read_text(encoding="utf-8"))
+
+    def write_summary(self, summary: Dict[str, Any]) -> None:
+        write_atomic(self.summary_path, json.dumps(summary, indent=2))
+
+    def finished_folds(self, summary: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
+        """Folds recorded in ``run.json`` whose checkpoint is on disk."""
+        return {entry["fold"]: entry for entry in summary["folds"] if (self.fold_dir(entry["fold"]) / "fbp.json").exists()}
