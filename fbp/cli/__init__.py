@@ -3,3 +3,5 @@
 from ._app import app, main  # noqa: F401
 
 # One import per command module (each registers itself on the app).
+from . import preprocess  # noqa: F401
+from . import demo_data  # noqa: F401

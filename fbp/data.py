@@ -1,0 +1,542 @@
+"""The data stage: read the Kaggle layout, validate it, make word labels and folds, write the processed dataset.
+
+Everything meets at the word level: words are ``text.split()``, a span is a contiguous range of word
+indices (the ``predictionstring``), and each essay gets one BIO label per word.
+
+Validation collects every problem before giving up: *errors* (the data cannot be used as it is) raise
+one :class:`~fbp.errors.FbpError` listing them all with counts and examples, and nothing is written;
+*warnings* (known quirks of real annotations, such as offsets that start inside a word) are counted,
+shown and stored in ``meta.json``. See docs/data.md for which is which and why.
+
+The work is vectorised over the whole corpus: all texts are joined into one array of code points, so
+word boundaries, offset checks and labels of all 14k essays are a handful of numpy operations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import FbpError
+from .labels import CLASSES, begin_id, inside_id
+
+FORMAT = "fbp-processed-v1"
+REQUIRED_COLUMNS = ("id", "discourse_start", "discourse_end", "discourse_type", "predictionstring")
+EXAMPLES_SHOWN = 5
+# Code points that str.split() treats as whitespace (all of them are below U+3001).
+_WHITESPACE_TABLE = np.array([chr(code).isspace() for code in range(0x3002)], dtype=bool)
+_WHITESPACE_TABLE[-1] = False  # the bucket for every code point above U+3000
+_BEGIN_IDS = np.array([begin_id(index) for index in range(len(CLASSES))], dtype=np.int8)
+_INSIDE_IDS = np.array([inside_id(index) for index in range(len(CLASSES))], dtype=np.int8)
+
+
+@dataclass
+class Finding:
+    """One kind of problem found in the data: how many rows or essays have it, and the first few."""
+
+    key: str
+    message: str
+    count: int
+    examples: list[str]
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.examples[:EXAMPLES_SHOWN])
+        more = ", ..." if self.count > EXAMPLES_SHOWN else ""
+        return f"{self.count} {self.message} (e.g. {shown}{more})"
+
+
+@dataclass
+class Findings:
+    """Errors and warnings collected while validating a Kaggle layout."""
+
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+
+    def add(self, severity: str, key: str, message: str, examples: Sequence[str], count: Optional[int] = None) -> None:
+        """Record a finding if ``examples`` is not empty (``count`` defaults to ``len(examples)``)."""
+        count = len(examples) if count is None else count
+        if count:
+            target = self.errors if severity == "error" else self.warnings
+            target.append(Finding(key, message, count, [str(example) for example in list(examples)[:EXAMPLES_SHOWN]]))
+
+    def add_rows(self, severity: str, key: str, message: str, table, mask: np.ndarray, detail: Optional[Callable] = None) -> None:
+        """Record the rows of ``table`` selected by ``mask`` (count and the first few, with ``detail(row)``)."""
+        self.add(severity, key, message, _row_examples(table, mask, detail), count=int(np.count_nonzero(mask)))
+
+    def raise_errors(self, where: Path) -> None:
+        """Raise one FbpError listing every error, if there is any."""
+        if self.errors:
+            lines = "\n".join(f"  - {finding}" for finding in self.errors)
+            raise FbpError(f"{where} is not usable ({len(self.errors)} kinds of problem, nothing written):\n{lines}")
+
+
+@dataclass
+class ProcessedData:
+    """A processed dataset: essays (id, text, fold, n_words, word_labels), spans (id, class, predictionstring), meta."""
+
+    essays: "pd.DataFrame"  # noqa: F821
+    spans: "pd.DataFrame"  # noqa: F821
+    meta: dict
+
+
+@dataclass
+class PreprocessSummary:
+    """What ``preprocess`` wrote, for the CLI summary."""
+
+    output_dir: Path
+    essays: int
+    words: int
+    folds: int
+    seed: int
+    spans_per_class: dict[str, int]
+    essays_per_fold: list[int]
+    spans_per_fold: list[dict[str, int]]
+    warnings: list[Finding]
+    skipped_text_files: int
+
+
+# ---------------------------------------------------------------------------------------------------
+# Word labels <-> spans (one essay)
+# ---------------------------------------------------------------------------------------------------
+
+
+def word_labels_from_spans(spans: Iterable[tuple[str, int, int]], n_words: int) -> np.ndarray:
+    """BIO label ids (int8, one per word) for ``spans`` given as ``(class_name, start, end_exclusive)`` word ranges.
+
+    ``B-<class>`` marks the first word of each span and ``I-<class>`` the rest; other words are ``O``.
+    """
+    class_index = {name: index for index, name in enumerate(CLASSES)}
+    labels = np.zeros(n_words, dtype=np.int8)
+    for class_name, start, end in spans:
+        labels[start:end] = inside_id(class_index[class_name])
+        labels[start] = begin_id(class_index[class_name])
+    return labels
+
+
+def spans_from_word_labels(word_labels: Sequence[int]) -> list[tuple[str, int, int]]:
+    """Spans ``(class_name, start, end_exclusive)`` of a BIO label sequence; the exact inverse of :func:`word_labels_from_spans`.
+
+    A span starts at a ``B-`` label, or at an ``I-`` label that does not continue the class of the word
+    before it (so model outputs that open a span with ``I-`` still give a span), and runs over the
+    ``I-`` labels of the same class that follow.
+    """
+    labels = np.asarray(word_labels, dtype=np.int64)
+    word_class = np.where(labels > 0, (labels - 1) // 2, -1)
+    is_begin = (labels > 0) & (labels % 2 == 1)
+    previous_class = np.concatenate(([-1], word_class[:-1]))
+    starts_span = (word_class >= 0) & (is_begin | (previous_class != word_class))
+    starts = np.flatnonzero(starts_span)
+    # A span ends where the next span starts or where an O label comes (or at the end of the essay).
+    breaks = np.append(np.flatnonzero(starts_span | (word_class < 0)), len(labels))
+    ends = breaks[np.searchsorted(breaks, starts, side="right")]
+    return [(CLASSES[word_class[start]], int(start), int(end)) for start, end in zip(starts, ends)]
+
+
+def predictionstring(start: int, end: int) -> str:
+    """The Kaggle ``predictionstring`` of the word range ``[start, end)``."""
+    return " ".join(map(str, range(start, end)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Folds
+# ---------------------------------------------------------------------------------------------------
+
+
+def assign_folds(essay_ids: Sequence[str], spans: "pd.DataFrame", n_folds: int = 5, seed: int = 42) -> np.ndarray:  # noqa: F821
+    """Fold number of each essay in ``essay_ids``, stratified on the set of classes each essay contains.
+
+    ``spans`` needs columns ``id`` and ``class`` (as in ``ProcessedData.spans``). Uses iterative
+    stratification (``iterstrat.MultilabelStratifiedKFold``); the same ids, spans and seed always give
+    the same folds, so this can re-fold a processed dataset with another number of folds.
+    """
+    import pandas as pd
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    essay_ids = list(essay_ids)
+    if n_folds < 2:
+        raise FbpError(f"need at least 2 folds, got {n_folds}")
+    if n_folds > len(essay_ids):
+        raise FbpError(f"cannot make {n_folds} folds from {len(essay_ids)} essays")
+    present = pd.crosstab(spans["id"], spans["class"]).reindex(index=essay_ids, columns=list(CLASSES), fill_value=0) > 0
+    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds = np.empty(len(essay_ids), dtype=np.int64)
+    for fold, (_, validation_rows) in enumerate(splitter.split(np.zeros(len(essay_ids)), present.to_numpy(dtype=np.int64))):
+        folds[validation_rows] = fold
+    return folds
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading and validating the Kaggle layout
+# ---------------------------------------------------------------------------------------------------
+
+
+def _row_examples(table: "pd.DataFrame", mask: np.ndarray, detail: Optional[Callable] = None) -> list[str]:  # noqa: F821
+    """'row N (id X)' for the first few rows in ``mask`` (rows numbered from 1 after the header)."""
+    examples = []
+    for row in np.flatnonzero(mask)[:EXAMPLES_SHOWN]:
+        extra = f": {detail(row)}" if detail else ""
+        examples.append(f"row {row + 1} (id {table['id'].iat[row]}){extra}")
+    return examples
+
+
+def read_table(data_dir: Path) -> "pd.DataFrame":  # noqa: F821
+    """Read the columns fbp needs from ``DATA_DIR/train.csv`` as strings; FbpError if missing, unreadable, empty or short of columns."""
+    import pandas as pd
+
+    csv_path = data_dir / "train.csv"
+    if not data_dir.is_dir():
+        raise FbpError(f"{data_dir}: no such directory (expected the Kaggle layout: train.csv and train/*.txt)")
+    if not csv_path.is_file():
+        raise FbpError(f"{csv_path}: not found (expected the Kaggle layout: train.csv and train/*.txt)")
+    try:
+        header = pd.read_csv(csv_path, nrows=0).columns
+        missing = [column for column in REQUIRED_COLUMNS if column not in header]
+        if missing:
+            raise FbpError(f"{csv_path}: missing column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'})")
+        # Strings everywhere, so that bad values are reported by us rather than mis-parsed.
+        table = pd.read_csv(csv_path, usecols=list(REQUIRED_COLUMNS), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise FbpError(f"{csv_path}: not a readable CSV file ({str(error).strip()})") from error
+    if table.empty:
+        raise FbpError(f"{csv_path}: the table has no rows")
+    return table
+
+
+def read_texts(text_dir: Path, essay_ids: Sequence[str], findings: Findings) -> list[Optional[str]]:
+    """The text of each essay (None when its file is missing or not UTF-8, recorded in ``findings``)."""
+    texts: list[Optional[str]] = []
+    missing, not_utf8 = [], []
+    for essay_id in essay_ids:
+        path = text_dir / f"{essay_id}.txt"
+        try:
+            # Bytes, then decode: text mode would turn \r\n into \n and shift every character offset.
+            texts.append(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            missing.append(essay_id)
+            texts.append(None)
+        except UnicodeDecodeError as error:
+            not_utf8.append(f"{path.name} (byte {error.start})")
+            texts.append(None)
+    findings.add("error", "missing_text", f"essay ids in train.csv without a text file in {text_dir}", missing)
+    findings.add("error", "not_utf8", "text files that are not UTF-8", not_utf8)
+    return texts
+
+
+@dataclass
+class _Corpus:
+    """Word boundaries of all essays, found at once on the joined texts (a newline between essays)."""
+
+    char_start: np.ndarray  # first character of each essay in the joined text
+    text_length: np.ndarray
+    first_word: np.ndarray  # global index of each essay's first word
+    n_words: np.ndarray
+    word_starts: np.ndarray  # global character positions of every word
+    word_ends: np.ndarray
+    is_space: np.ndarray  # per character of the joined text
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str]) -> "_Corpus":
+        text_length = np.fromiter((len(text) for text in texts), dtype=np.int64, count=len(texts))
+        char_start = np.concatenate(([0], np.cumsum(text_length + 1)[:-1]))
+        code_points = np.frombuffer("\n".join(texts).encode("utf-32-le"), dtype=np.uint32)
+        is_space = _WHITESPACE_TABLE[np.minimum(code_points, len(_WHITESPACE_TABLE) - 1)]
+        word_char = ~is_space
+        word_starts = np.flatnonzero(word_char & np.concatenate(([True], is_space[:-1])))
+        word_ends = np.flatnonzero(word_char & np.concatenate((is_space[1:], [True]))) + 1
+        first_word = np.searchsorted(word_starts, char_start)
+        n_words = np.diff(np.append(first_word, len(word_starts)))
+        return cls(char_start, text_length, first_word, n_words, word_starts, word_ends, is_space)
+
+    def words_covered(self, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Global word range [first, last] that character ranges cover, a word counting when at least half of it is covered."""
+        if len(self.word_starts) == 0:
+            return np.zeros_like(start), np.full_like(start, -1)
+        first = np.searchsorted(self.word_ends, start, side="right")  # first word ending after start
+        last = np.searchsorted(self.word_starts, end, side="left") - 1  # last word starting before end
+        first_c = np.minimum(first, len(self.word_starts) - 1)
+        last_c = np.maximum(last, 0)
+
+        def less_than_half(word: np.ndarray) -> np.ndarray:
+            covered = np.minimum(self.word_ends[word], end) - np.maximum(self.word_starts[word], start)
+            return 2 * covered < self.word_ends[word] - self.word_starts[word]
+
+        return first + less_than_half(first_c), last - less_than_half(last_c)
+
+
+def _parse_offsets(table, findings: Findings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer start and end offsets and the mask of rows that have them (the original Kaggle file writes '8.0')."""
+    import pandas as pd
+
+    start = pd.to_numeric(table["discourse_start"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    end = pd.to_numeric(table["discourse_end"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    valid = np.isfinite(start) & np.isfinite(end) & (start == np.round(start)) & (end == np.round(end))
+    findings.add_rows(
+        "error", "bad_offsets", "rows whose discourse_start or discourse_end is not an integer", table, ~valid,
+        lambda row: f"{table['discourse_start'].iat[row]!r}, {table['discourse_end'].iat[row]!r}",
+    )
+    return np.where(valid, start, 0).astype(np.int64), np.where(valid, end, 0).astype(np.int64), valid
+
+
+def _parse_predictionstrings(table, findings: Findings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Word indices of every row: (all indices, one row after the other; count per row; mask of rows that parsed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    strings = table["predictionstring"]
+    valid = strings.str.fullmatch(r"\s*\d{1,9}(?:\s+\d{1,9})*\s*").to_numpy(dtype=bool, na_value=False)
+    findings.add_rows(
+        "error", "bad_predictionstring", "rows whose predictionstring is not space-separated word indices", table, ~valid,
+        lambda row: repr(strings.iat[row][:40]),
+    )
+    split = pc.split_pattern_regex(pa.array(strings.where(valid, "0").str.strip(), type=pa.string()), r"\s+")
+    counts = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
+    indices = pc.list_flatten(split).cast(pa.int64()).to_numpy()
+    return indices, counts, valid
+
+
+def _validate_and_label(table, essay_ids: np.ndarray, texts: list[str], essay_index: np.ndarray, findings: Findings):
+    """Check every row against the texts (findings) and make the word labels of all essays.
+
+    ``essay_index`` is the position in ``essay_ids``/``texts`` of each row's essay. Returns the corpus
+    word boundaries and one label per word of all essays, one essay after the other.
+    """
+    corpus = _Corpus.from_texts(texts)
+
+    class_of_row = table["discourse_type"].map({name: index for index, name in enumerate(CLASSES)})
+    known_class = class_of_row.notna().to_numpy()
+    unknown_types = table["discourse_type"][~known_class].value_counts()
+    findings.add(
+        "error", "unknown_discourse_type", f"rows with an unknown discourse_type (allowed: {', '.join(CLASSES)})",
+        [f"{name!r} in {count} rows" for name, count in unknown_types.items()], count=int((~known_class).sum()),
+    )
+    class_of_row = class_of_row.fillna(0).to_numpy(dtype=np.int64)
+
+    # Offsets: integers with 0 <= start < end <= len(text).
+    start, end, offsets_parsed = _parse_offsets(table, findings)
+    text_length = corpus.text_length[essay_index]
+    reversed_ = offsets_parsed & ((start >= end) | (start < 0))
+    findings.add_rows(
+        "error", "reversed_offsets", "rows whose discourse_start is not before discourse_end (or is negative)", table,
+        reversed_, lambda row: f"{start[row]}..{end[row]}",
+    )
+    # A start past the end leaves nothing of the span; an end past it is clamped, as Python slicing does
+    # (the real data has such ends, with discourse_text equal to the clamped slice).
+    past_end = offsets_parsed & ~reversed_ & (start >= text_length)
+    findings.add_rows(
+        "error", "offsets_past_end", "rows whose discourse_start is at or past the end of the text", table, past_end,
+        lambda row: f"start {start[row]} >= {text_length[row]} characters",
+    )
+    end_clamped = offsets_parsed & ~reversed_ & ~past_end & (end > text_length)
+    findings.add_rows(
+        "warning", "end_past_text", "spans whose discourse_end is past the end of the text (clamped to it)", table,
+        end_clamped, lambda row: f"end {end[row]} > {text_length[row]} characters",
+    )
+    end = np.minimum(end, text_length)
+    good_offsets = offsets_parsed & ~reversed_ & ~past_end
+
+    # Predictionstrings: word indices in range, consecutive, and no word in two spans of one essay.
+    indices, counts, parsed = _parse_predictionstrings(table, findings)
+    row_of_index = np.repeat(np.arange(len(table)), counts)
+    row_n_words = corpus.n_words[essay_index]
+    out_of_range = parsed & (np.bincount(row_of_index[indices >= row_n_words[row_of_index]], minlength=len(table)) > 0)
+    findings.add_rows(
+        "error", "predictionstring_out_of_range", "rows whose predictionstring has a word index past the last word of the essay",
+        table, out_of_range, lambda row: f"essay has {row_n_words[row]} words",
+    )
+    row_end = np.cumsum(counts)
+    row_begin = row_end - counts
+    first_index, last_index = indices[row_begin], indices[row_end - 1]
+    consecutive = np.ones(len(indices), dtype=bool)
+    consecutive[1:] = np.diff(indices) == 1
+    consecutive[row_begin] = True
+    not_contiguous = parsed & (np.bincount(row_of_index[~consecutive], minlength=len(table)) > 0)
+    findings.add_rows(
+        "error", "predictionstring_not_contiguous", "rows whose predictionstring is not a range of consecutive word indices",
+        table, not_contiguous, lambda row: repr(table["predictionstring"].iat[row][:40]),
+    )
+    usable = parsed & ~out_of_range & ~not_contiguous & known_class
+    usable_index = usable[row_of_index]
+    global_word = (corpus.first_word[essay_index][row_of_index] + indices)[usable_index]
+    shared_words = np.flatnonzero(np.bincount(global_word, minlength=len(corpus.word_starts)) > 1)
+    overlapping_essays = np.unique(np.searchsorted(corpus.first_word, shared_words, side="right") - 1)
+    findings.add(
+        "error", "overlapping_spans", "essays with overlapping spans (a word in two predictionstrings)",
+        list(essay_ids[overlapping_essays]),
+    )
+
+    # Warnings: offsets that do not start on a word boundary, or that cover other words than the predictionstring.
+    char_start = corpus.char_start[essay_index] + np.where(good_offsets, start, 0)
+    char_end = corpus.char_start[essay_index] + np.where(good_offsets, end, 1)
+    starts_inside = good_offsets & (start > 0) & ~corpus.is_space[char_start] & ~corpus.is_space[np.maximum(char_start - 1, 0)]
+    findings.add_rows("warning", "span_starts_inside_word", "spans whose discourse_start is inside a word", table, starts_inside)
+    essay_first_word = corpus.first_word[essay_index]
+    covered_first, covered_last = corpus.words_covered(char_start, char_end)
+    covered_first -= essay_first_word
+    covered_last -= essay_first_word
+    disagree = good_offsets & usable & ((covered_first != first_index) | (covered_last != last_index))
+    findings.add_rows(
+        "warning", "offsets_disagree_with_predictionstring",
+        "spans whose predictionstring is not the words their offsets cover (a word counts when half of it is covered)",
+        table, disagree,
+        lambda row: f"offsets give words {covered_first[row]}..{covered_last[row]}, predictionstring {first_index[row]}..{last_index[row]}",
+    )
+
+    labels = np.zeros(len(corpus.word_starts), dtype=np.int8)
+    labels[global_word] = _INSIDE_IDS[class_of_row[row_of_index[usable_index]]]
+    first_words = corpus.first_word[essay_index[usable]] + first_index[usable]
+    labels[first_words] = _BEGIN_IDS[class_of_row[usable]]
+    return corpus, labels
+
+
+def write_dir_atomically(output_dir: Path, write: Callable[[Path], None], replaceable: Callable[[Path], bool]) -> None:
+    """Let ``write`` fill a temporary directory next to ``output_dir``, then swap it in.
+
+    An existing ``output_dir`` is replaced only once the new one is complete, and only if it is empty or
+    ``replaceable(output_dir)`` says it is an earlier output of the same kind (never a user's directory).
+    """
+    output_dir = Path(output_dir).resolve()
+    if output_dir.exists() and (not output_dir.is_dir() or (any(output_dir.iterdir()) and not replaceable(output_dir))):
+        raise FbpError(f"{output_dir} exists and was not written by this command; refusing to replace it (choose another output)")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        write(staging)
+        staging.chmod(0o755)  # mkdtemp makes it private
+        if output_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+            os.replace(output_dir, retired / output_dir.name)
+            os.replace(staging, output_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _is_processed_dir(directory: Path) -> bool:
+    try:
+        return json.loads((directory / "meta.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def preprocess(
+    data_dir: Path,
+    output_dir: Path = Path("data/processed"),
+    n_folds: int = 5,
+    seed: int = 42,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> PreprocessSummary:
+    """Validate the Kaggle layout in ``data_dir`` and write the processed dataset to ``output_dir``.
+
+    Raises FbpError listing every problem (and writes nothing) when the data has errors. ``on_stage`` is
+    called with a short description as each stage starts (for a progress display).
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data_dir = Path(data_dir)
+    findings = Findings()
+    on_stage("reading train.csv")
+    table = read_table(data_dir)
+    empty_id = table["id"].str.strip() == ""
+    findings.add_rows("error", "empty_id", "rows with an empty id", table, empty_id.to_numpy())
+    table = table[~empty_id].reset_index(drop=True)
+    essay_ids = np.sort(table["id"].unique())
+    essay_index = np.searchsorted(essay_ids, table["id"].to_numpy())
+
+    on_stage(f"reading {len(essay_ids):,} texts")
+    text_dir = data_dir / "train"
+    if not text_dir.is_dir():
+        raise FbpError(f"{text_dir}: no such directory (the essays, one ID.txt per id in train.csv)")
+    texts = read_texts(text_dir, essay_ids, findings)
+    known_ids = set(essay_ids)
+    skipped_text_files = sum(1 for entry in os.scandir(text_dir) if entry.name.endswith(".txt") and entry.name[:-4] not in known_ids)
+
+    on_stage("validating spans and making word labels")
+    has_text = np.array([text is not None for text in texts])
+    if not has_text.any():
+        findings.raise_errors(data_dir)
+    row_has_text = has_text[essay_index]
+    # Rows of essays whose text is missing were reported already; check the rest against their texts.
+    checked = table[row_has_text].reset_index(drop=True)
+    kept_essays = np.flatnonzero(has_text)
+    corpus, labels = _validate_and_label(
+        checked, essay_ids[kept_essays], [texts[i] for i in kept_essays], np.searchsorted(kept_essays, essay_index[row_has_text]), findings
+    )
+    findings.raise_errors(data_dir)
+
+    on_stage(f"assigning {n_folds} folds")
+    spans = pd.DataFrame({
+        "id": table["id"],
+        "class": table["discourse_type"],
+        "predictionstring": table["predictionstring"].str.split().str.join(" "),
+    })
+    folds = assign_folds(essay_ids, spans, n_folds, seed)
+
+    on_stage(f"writing {output_dir}")
+    word_offsets = np.append(corpus.first_word, len(labels)).astype(np.int64)
+    essays = pa.table({
+        "id": pa.array(essay_ids, type=pa.string()),
+        "text": pa.array(texts, type=pa.large_string()),
+        "fold": pa.array(folds, type=pa.int64()),
+        "n_words": pa.array(corpus.n_words, type=pa.int64()),
+        "word_labels": pa.LargeListArray.from_arrays(pa.array(word_offsets), pa.array(labels, type=pa.int8())),
+    })
+    meta = {
+        "format": FORMAT, "fbp_version": __version__, "source": str(data_dir.resolve()), "folds": n_folds, "seed": seed,
+        "essays": len(essay_ids), "words": int(len(labels)), "spans": len(spans),
+        "warnings": {finding.key: finding.count for finding in findings.warnings},
+    }
+    if skipped_text_files:
+        meta["warnings"]["text_files_without_rows"] = skipped_text_files
+
+    def write(directory: Path) -> None:
+        pq.write_table(essays, directory / "essays.parquet")
+        spans.to_parquet(directory / "spans.parquet", index=False)
+        (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    write_dir_atomically(Path(output_dir), write, replaceable=_is_processed_dir)
+
+    fold_of_span = folds[np.searchsorted(essay_ids, spans["id"].to_numpy())]
+    per_fold = pd.crosstab(fold_of_span, spans["class"]).reindex(index=range(n_folds), columns=list(CLASSES), fill_value=0)
+    return PreprocessSummary(
+        output_dir=Path(output_dir),
+        essays=len(essay_ids),
+        words=int(len(labels)),
+        folds=n_folds,
+        seed=seed,
+        spans_per_class={name: int(per_fold[name].sum()) for name in CLASSES},
+        essays_per_fold=np.bincount(folds, minlength=n_folds).tolist(),
+        spans_per_fold=[{name: int(per_fold.at[fold, name]) for name in CLASSES} for fold in range(n_folds)],
+        warnings=findings.warnings,
+        skipped_text_files=skipped_text_files,
+    )
+
+
+def load_processed(directory: Path) -> ProcessedData:
+    """Load a dataset written by ``fbp preprocess``; FbpError if it is missing or not one."""
+    import pandas as pd
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FbpError(f"{directory}: no processed dataset there (make one with `fbp preprocess DATA_DIR -o {directory}`)")
+    if not _is_processed_dir(directory):
+        raise FbpError(f"{directory}: not an fbp processed dataset (no meta.json with format {FORMAT!r}); run `fbp preprocess`")
+    meta = json.loads((directory / "meta.json").read_text())
+    try:
+        essays = pd.read_parquet(directory / "essays.parquet")
+        spans = pd.read_parquet(directory / "spans.parquet")
+    except (OSError, ValueError) as error:
+        raise FbpError(f"{directory}: unreadable processed dataset ({error}); run `fbp preprocess` again") from error
+    return ProcessedData(essays=essays, spans=spans, meta=meta)
