@@ -1,0 +1,480 @@
+"""``fbp compare``: training runs side by side, from ``run.json`` files, run directories or Hugging Face
+``trainer_state.json`` files.
+
+Each input becomes a :class:`RunSummary`; :func:`compare_runs` puts them in one table (a DataFrame) that
+holds only the settings that differ between the runs, the CV F1 and F1 per class, each fold's best epoch
+and the training time. The table is printed with rich (best scores highlighted) and exported as CSV or
+JSON; :func:`plot_epoch_f1` draws every fold's validation F1 per epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import FbpError, UsageError
+from .labels import CLASSES
+from .run import write_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
+
+SCORE_COLUMNS = ["cv_f1", *CLASSES]  # higher is better; the best of each is highlighted
+HIDDEN_SETTINGS = {"name"}  # already the first column
+SHORT_CLASS_NAMES = {"Lead": "Lead", "Position": "Posit", "Claim": "Claim", "Counterclaim": "Counter", "Rebuttal": "Rebut",
+                     "Evidence": "Evid", "Concluding Statement": "Concl"}
+
+
+# --- what is read from a run.json (lenient: extra keys are fine, wrong types are reported) -----------------
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class EpochRecord(_Record):
+    epoch: float
+    f1: Optional[float] = None
+
+
+class FoldRecord(_Record):
+    fold: int
+    best_epoch: Optional[float] = None
+    best_f1: Optional[float] = None
+    seconds: Optional[float] = None
+    epochs: List[EpochRecord] = []
+
+
+class RunRecord(_Record):
+    name: Optional[str] = None
+    model: Optional[str] = None
+    status: str = "complete"
+    config: Dict[str, Any] = {}
+    cv_f1: Optional[float] = None
+    cv_per_class: Dict[str, Optional[float]] = {}
+    train_seconds: Optional[float] = None
+    folds: List[FoldRecord] = []
+
+
+class TrainerStateRecord(_Record):
+    log_history: List[Dict[str, Any]]
+    best_metric: Optional[float] = None
+    best_global_step: Optional[int] = None
+    best_model_checkpoint: Optional[str] = None
+    epoch: Optional[float] = None
+    num_train_epochs: Optional[int] = None
+    train_batch_size: Optional[int] = None
+    trial_name: Optional[str] = None
+    trial_params: Optional[Dict[str, Any]] = None
+
+
+@dataclass
+class FoldCurve:
+    """One fold's validation F1 per epoch and its best epoch."""
+
+    fold: Optional[int]
+    best_epoch: Optional[float]
+    best_f1: Optional[float]
+    epoch_f1: List[Tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    """What ``fbp compare`` knows about one run, whatever file it came from."""
+
+    name: str
+    source: Path
+    model: Optional[str]
+    status: str
+    settings: Dict[str, Any]  # the config as dotted keys
+    cv_f1: Optional[float]
+    per_class: Dict[str, Optional[float]]
+    folds: List[FoldCurve]
+    train_seconds: Optional[float]
+    best_checkpoint: Optional[str] = None
+
+
+@dataclass
+class Comparison:
+    """Runs side by side: the summaries, the settings that differ, and the table (one row per run)."""
+
+    runs: List[RunSummary]
+    differing_settings: List[str]
+    table: "pd.DataFrame"
+
+
+# --- finding and reading runs -------------------------------------------------------------------------------
+
+def find_run_files(paths: Sequence[Path]) -> List[Path]:
+    """Expand the command-line inputs into run files.
+
+    A file is taken as given. A directory means its ``run.json`` (an fbp run), else its
+    ``trainer_state.json``, else the ``run.json`` of each subdirectory (a folder of runs, a tuning
+    directory), else the ``trainer_state.json`` of its last ``checkpoint-N`` (a Trainer output directory).
+    """
+    files: List[Path] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            files.append(path)
+        elif not path.exists():
+            raise FbpError(f"{path}: no such file or directory")
+        elif (path / "run.json").is_file():
+            files.append(path / "run.json")
+        elif (path / "trainer_state.json").is_file():
+            files.append(path / "trainer_state.json")
+        elif child_runs := sorted(path.glob("*/run.json")):
+            files.extend(child_runs)
+        elif checkpoints := sorted(path.glob("checkpoint-*/trainer_state.json"), key=_checkpoint_step):
+            files.append(checkpoints[-1])  # the last checkpoint's state holds the whole log history
+        else:
+            raise FbpError(f"{path}: no run.json or trainer_state.json in this directory (is it an fbp run directory?)")
+    if not files:
+        raise UsageError("no runs to compare")
+    return files
+
+
+def _checkpoint_step(state_file: Path) -> int:
+    step = state_file.parent.name.rpartition("-")[2]
+    return int(step) if step.isdigit() else -1
+
+
+def load_run(path: Path) -> RunSummary:
+    """Read an fbp ``run.json`` or a Hugging Face ``trainer_state.json`` (told apart by their content)."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise FbpError(f"{path} is not a text file (expected an fbp run.json or a trainer_state.json)") from None
+    except json.JSONDecodeError as error:
+        raise FbpError(f"{path} is not valid JSON ({error}); expected an fbp run.json or a trainer_state.json") from None
+    except OSError as error:
+        raise FbpError(f"cannot read {path}: {error.strerror}") from None
+    if isinstance(content, dict) and "log_history" in content:
+        return _from_trainer_state(path, content)
+    if isinstance(content, dict) and "folds" in content and "config" in content:
+        return _from_run_json(path, content)
+    raise FbpError(f"{path} is neither an fbp run.json (no 'folds' and 'config') nor a Hugging Face trainer_state.json (no 'log_history')")
+
+
+def _validated(path: Path, record_type: type, content: Dict[str, Any]):
+    try:
+        return record_type.model_validate(content)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise FbpError(f"{path}: '{where}' {first['msg'].lower()} (got {first.get('input')!r})") from None
+
+
+def _from_run_json(path: Path, content: Dict[str, Any]) -> RunSummary:
+    record: RunRecord = _validated(path, RunRecord, content)
+    folds = [
+        FoldCurve(fold.fold, fold.best_epoch, fold.best_f1, [(epoch.epoch, epoch.f1) for epoch in fold.epochs if epoch.f1 is not None])
+        for fold in record.folds
+    ]
+    return RunSummary(
+        name=record.name or path.parent.name,
+        source=path,
+        model=record.model or flatten_settings(record.config).get("model.name"),
+        status=record.status,
+        settings=flatten_settings(record.config),
+        cv_f1=record.cv_f1,
+        per_class=dict(record.cv_per_class),
+        folds=folds,
+        train_seconds=record.train_seconds,
+    )
+
+
+def _from_trainer_state(path: Path, content: Dict[str, Any]) -> RunSummary:
+    """Take what a Trainer state has: per-evaluation F1 (its best one stands in for CV F1), epochs, runtime."""
+    state: TrainerStateRecord = _validated(path, TrainerStateRecord, content)
+    evaluations = [entry for entry in state.log_history if any(key.startswith("eval_") for key in entry)]
+    f1_key = _overall_f1_key(evaluations)
+    class_keys = {name: _class_f1_key(evaluations, name) for name in CLASSES}
+    curve = [(float(entry["epoch"]), float(entry[f1_key])) for entry in evaluations if f1_key and f1_key in entry and "epoch" in entry]
+    best_entry = None
+    if f1_key:
+        scored = [entry for entry in evaluations if f1_key in entry]
+        at_best_step = [entry for entry in scored if state.best_global_step is not None and entry.get("step") == state.best_global_step]
+        best_entry = at_best_step[0] if at_best_step else max(scored, key=lambda entry: entry[f1_key], default=None)
+    runtime = next((entry["train_runtime"] for entry in reversed(state.log_history) if "train_runtime" in entry), None)
+    settings: Dict[str, Any] = {"training.epochs": state.num_train_epochs, "training.batch_size": state.train_batch_size}
+    settings.update(state.trial_params or {})
+    directory = path.parent
+    name = state.trial_name or (f"{directory.parent.name}/{directory.name}" if directory.name.startswith("checkpoint-") else directory.name)
+    return RunSummary(
+        name=name,
+        source=path,
+        model=_model_name_near(directory),
+        status="trainer_state",
+        settings={key: value for key, value in settings.items() if value is not None},
+        cv_f1=best_entry[f1_key] if best_entry else None,
+        per_class={name: best_entry.get(key) if best_entry and key else None for name, key in class_keys.items()},
+        folds=[FoldCurve(None, best_entry.get("epoch") if best_entry else None, best_entry[f1_key] if best_entry else None, curve)],
+        train_seconds=runtime,
+        best_checkpoint=state.best_model_checkpoint,
+    )
+
+
+def _metric_words(key: str) -> List[str]:
+    return re.split(r"[_\s]+", key.lower())
+
+
+def _overall_f1_key(evaluations: List[Dict[str, Any]]) -> Optional[str]:
+    """The macro F1 among the logged metrics: ``eval_f1`` or the like, not a per-class one."""
+    keys = {key for entry in evaluations for key in entry if key.startswith("eval_") and "f1" in _metric_words(key)}
+    class_keys = {key for key in keys for name in CLASSES if _class_f1_matches(key, name)}
+    for preferred in ("eval_f1", "eval_macro_f1", "eval_cv_f1", "eval_overall_f1"):
+        if preferred in keys:
+            return preferred
+    return min(keys - class_keys, key=len, default=None)
+
+
+def _class_f1_matches(key: str, class_name: str) -> bool:
+    words, class_words = _metric_words(key), _metric_words(class_name)
+    # whole words only, so that "Claim" does not match "Counterclaim"
+    return "f1" in words and any(words[i : i + len(class_words)] == class_words for i in range(len(words)))
+
+
+def _class_f1_key(evaluations: List[Dict[str, Any]], class_name: str) -> Optional[str]:
+    return next((key for entry in evaluations for key in entry if key.startswith("eval_") and _class_f1_matches(key, class_name)), None)
+
+
+def _model_name_near(directory: Path) -> Optional[str]:
+    """The model a Trainer directory holds, from the ``config.json`` saved next to its state."""
+    config_file = directory / "config.json"
+    try:
+        model_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    architectures = model_config.get("architectures") or [None]
+    return model_config.get("_name_or_path") or model_config.get("model_type") or architectures[0]
+
+
+def flatten_settings(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """A nested config as dotted keys, down to the leaves (``decoding.min_words.Lead``)."""
+    flat: Dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# --- the comparison -------------------------------------------------------------------------------------------
+
+def differing_settings(runs: Sequence[RunSummary]) -> List[str]:
+    """Dotted keys with at least two different values among the runs that have them."""
+    keys = dict.fromkeys(key for run in runs for key in run.settings)  # first-seen order = config order
+    differing = []
+    for key in keys:
+        values = {json.dumps(run.settings[key], sort_keys=True, default=str) for run in runs if key in run.settings}
+        if len(values) > 1 and key not in HIDDEN_SETTINGS:
+            differing.append(key)
+    return differing
+
+
+def compare_runs(paths: Sequence[Path], sort: Optional[str] = None) -> Comparison:
+    """Load every run under ``paths`` and build the comparison table, optionally sorted by a column."""
+    import pandas as pd
+
+    runs = [load_run(path) for path in find_run_files(paths)]
+    settings = differing_settings(runs)
+    rows = []
+    for run in runs:
+        row: Dict[str, Any] = {"run": run.name if run.status in ("complete", "trainer_state") else f"{run.name} ({run.status})", "model": run.model}
+        row.update({key: _cell_value(run.settings.get(key)) for key in settings})
+        row["cv_f1"] = run.cv_f1
+        row.update({name: run.per_class.get(name) for name in CLASSES})
+        row["best_epochs"] = " ".join(_format_epoch(fold.best_epoch) for fold in run.folds) or None
+        row["train_seconds"] = run.train_seconds
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["run", "model", *settings, "cv_f1", *CLASSES, "best_epochs", "train_seconds"])
+    table[SCORE_COLUMNS + ["train_seconds"]] = table[SCORE_COLUMNS + ["train_seconds"]].astype(float)
+    if sort:
+        column = _find_column(table, sort)
+        order = table.sort_values(column, ascending=column not in SCORE_COLUMNS, na_position="last", kind="stable").index
+        table = table.loc[order].reset_index(drop=True)
+        runs = [runs[i] for i in order]
+    return Comparison(runs, settings, table)
+
+
+def _cell_value(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _format_epoch(epoch: Optional[float]) -> str:
+    if epoch is None:
+        return "-"
+    return str(int(epoch)) if float(epoch).is_integer() else f"{epoch:.2f}"
+
+
+def _find_column(table: "pd.DataFrame", wanted: str) -> str:
+    """A column by its name, a class by name or short name, or a familiar alias (case-insensitive)."""
+    aliases = {"name": "run", "f1": "cv_f1", "time": "train_seconds", "seconds": "train_seconds", "epochs": "best_epochs"}
+    aliases.update({short.lower(): name for name, short in SHORT_CLASS_NAMES.items()})
+    lowered = {column.lower(): column for column in table.columns}
+    key = wanted.strip().lower()
+    column = lowered.get(key) or aliases.get(key) or lowered.get(key.replace("_", " "))
+    if column is None:
+        raise UsageError(f"--sort: no column '{wanted}'; choose one of: {', '.join(table.columns)}")
+    return column
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+
+def render_table(comparison: Comparison) -> "Table":
+    """A rich table of the comparison; the best value of each score column in bold green."""
+    from rich.table import Table
+
+    table = comparison.table
+    best = {column: table[column].max() for column in SCORE_COLUMNS if len(table) > 1 and table[column].notna().any()}
+    title = f"{len(table)} runs" + (f"; settings that differ: {', '.join(comparison.differing_settings)}" if comparison.differing_settings else "")
+    rich_table = Table(title=title)
+    rich_table.add_column("run", style="bold", overflow="fold")
+    rich_table.add_column("model", overflow="fold")
+    leaves = [key.rpartition(".")[2] for key in comparison.differing_settings]
+    for key, leaf in zip(comparison.differing_settings, leaves):
+        # the setting's own name is enough unless two sections share it
+        header = leaf if leaves.count(leaf) == 1 else key
+        rich_table.add_column(header, overflow="fold", style="cyan")
+    rich_table.add_column("CV F1", justify="right", no_wrap=True)
+    for name in CLASSES:
+        rich_table.add_column(SHORT_CLASS_NAMES[name], justify="right")
+    rich_table.add_column("best\nepochs", justify="right")
+    rich_table.add_column("time", justify="right", no_wrap=True)
+    for _, row in table.iterrows():
+        cells = [str(row["run"]), _text(row["model"])]
+        cells += [_text(row[key]) for key in comparison.differing_settings]
+        for column in SCORE_COLUMNS:
+            value = row[column]
+            text = "-" if _missing(value) else f"{value:.4f}" if column == "cv_f1" else f"{value:.3f}"
+            cells.append(f"[bold green]{text}[/]" if column in best and value == best[column] else text)
+        cells += [_text(row["best_epochs"]), format_seconds(row["train_seconds"])]
+        rich_table.add_row(*cells)
+    return rich_table
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _text(value: Any) -> str:
+    if _missing(value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def format_seconds(seconds: Optional[float]) -> str:
+    """``4321.0`` -> ``1h12m``; ``75`` -> ``1m15s``."""
+    if _missing(seconds):
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def write_csv(comparison: Comparison, path: Path) -> None:
+    """The table as CSV (one row per run; the source file added), written atomically."""
+    buffer = io.StringIO()
+    comparison.table.assign(source=[str(run.source) for run in comparison.runs]).to_csv(buffer, index=False)
+    write_atomic(Path(path), buffer.getvalue())
+
+
+def write_json(comparison: Comparison, path: Path) -> None:
+    """Every run with its differing settings, scores and per-fold curves as JSON, written atomically."""
+    runs = []
+    for run in comparison.runs:
+        runs.append({
+            "name": run.name,
+            "source": str(run.source),
+            "model": run.model,
+            "status": run.status,
+            "settings": {key: run.settings.get(key) for key in comparison.differing_settings},
+            "cv_f1": run.cv_f1,
+            "cv_per_class": run.per_class,
+            "train_seconds": run.train_seconds,
+            "best_checkpoint": run.best_checkpoint,
+            "folds": [
+                {"fold": fold.fold, "best_epoch": fold.best_epoch, "best_f1": fold.best_f1,
+                 "epochs": [{"epoch": epoch, "f1": f1} for epoch, f1 in fold.epoch_f1]}
+                for fold in run.folds
+            ],
+        })
+    document = {"differing_settings": comparison.differing_settings, "runs": runs}
+    write_atomic(Path(path), json.dumps(document, indent=2, default=str) + "\n")
+
+
+def plot_epoch_f1(comparison: Comparison, path: Path) -> int:
+    """Draw the validation F1 per epoch of every run and fold (one colour per run) into an image file.
+
+    Returns the number of curves drawn; a run without per-epoch F1 is left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    path = Path(path)
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    colours = plt.get_cmap("tab10")
+    curves = 0
+    for index, run in enumerate(comparison.runs):
+        colour = colours(index % 10)
+        label: Optional[str] = run.name  # one legend entry per run, on its first curve
+        for fold_index, fold in enumerate(run.folds):
+            if not fold.epoch_f1:
+                continue
+            epochs, f1s = zip(*fold.epoch_f1)
+            line_style = ("-", "--", ":", "-.")[fold_index % 4]  # folds of one run: same colour, other dashes
+            axes.plot(epochs, f1s, line_style, marker="o", markersize=3, linewidth=1.2, color=colour, alpha=0.85, label=label)
+            label = None
+            if fold.fold is not None:
+                axes.annotate(f"f{fold.fold}", (epochs[-1], f1s[-1]), fontsize=7, color=colour, xytext=(3, 0), textcoords="offset points")
+            curves += 1
+    if curves == 0:
+        plt.close(figure)
+        raise FbpError("nothing to plot: none of the runs has per-epoch validation F1")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation F1 (competition metric)")
+    axes.set_title("Validation F1 per epoch (one line per fold)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    image_format = path.suffix.lstrip(".").lower() or "png"
+    if image_format not in figure.canvas.get_supported_filetypes():
+        plt.close(figure)
+        raise UsageError(f"--plot {path}: unsupported image type '.{image_format}' (use .png, .svg or .pdf)")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=image_format, dpi=120)
+    plt.close(figure)
+    write_atomic_bytes(path, buffer.getvalue())
+    return curves
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory (complete or not at all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
