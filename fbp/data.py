@@ -357,7 +357,7 @@ def _validate_and_label(table, essay_ids: np.ndarray, texts: list[str], essay_in
     consecutive = np.ones(len(indices), dtype=bool)
     consecutive[1:] = np.diff(indices) == 1
     consecutive[row_begin] = True
-    not_contiguous = parsed & (np.bincount(row_of_index[~consecutive], minlength=len(table)) > 0)
+    not_contiguous = parsed & ~out_of_range & (np.bincount(row_of_index[~consecutive], minlength=len(table)) > 0)
     findings.add_rows(
         "error", "predictionstring_not_contiguous", "rows whose predictionstring is not a range of consecutive word indices",
         table, not_contiguous, lambda row: repr(table["predictionstring"].iat[row][:40]),

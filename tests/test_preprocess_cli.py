@@ -1,0 +1,50 @@
+"""`fbp preprocess` and `fbp demo-data` as a user runs them: exit codes, summary, nothing written on bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from fbp.data import load_processed
+
+
+def fbp(*args) -> subprocess.CompletedProcess:
+    """Run the real CLI entry point in a child process (errors are turned into exit codes there)."""
+    command = [sys.executable, "-c", "from fbp.cli import main; main()", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120)
+
+
+def test_demo_data_then_preprocess(tmp_path):
+    made = fbp("demo-data", tmp_path / "demo", "--essays", "24", "--seed", "3")
+    assert made.returncode == 0, made.stderr
+    assert "24 labeled essays" in made.stdout
+    done = fbp("preprocess", tmp_path / "demo", "-o", tmp_path / "processed", "--folds", "3", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    assert "24 essays" in done.stdout and "3 folds (seed 1)" in done.stdout
+    for line in ("Lead", "Rebuttal", "Concluding Statement", "fold 2", "essays"):
+        assert line in done.stdout
+    data = load_processed(tmp_path / "processed")
+    assert data.meta["folds"] == 3 and data.meta["seed"] == 1 and len(data.essays) == 24
+
+
+def test_bad_input_exits_1_with_one_message_and_writes_nothing(tmp_path, demo_corpus):
+    broken = Path(shutil.copytree(demo_corpus, tmp_path / "kaggle"))
+    table = pd.read_csv(broken / "train.csv")
+    table.loc[4, "discourse_type"] = "Thesis"
+    table.to_csv(broken / "train.csv", index=False)
+    result = fbp("preprocess", broken, "-o", tmp_path / "processed")
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "unknown discourse_type" in result.stderr and "'Thesis' in 1 rows" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kaggle"]
+
+
+def test_bad_usage_exits_2(tmp_path, demo_corpus):
+    result = fbp("preprocess", demo_corpus, "-o", tmp_path / "processed", "--folds", "1")
+    assert result.returncode == 2
+    assert not (tmp_path / "processed").exists()
