@@ -165,10 +165,14 @@ def assign_folds(essay_ids: Sequence[str], spans: "pd.DataFrame", n_folds: int =
         raise FbpError(f"need at least 2 folds, got {n_folds}")
     if n_folds > len(essay_ids):
         raise FbpError(f"cannot make {n_folds} folds from {len(essay_ids)} essays")
-    present = pd.crosstab(spans["id"], spans["class"]).reindex(index=essay_ids, columns=list(CLASSES), fill_value=0) > 0
+    present = np.zeros((len(essay_ids), len(CLASSES)), dtype=np.int64)
+    essay_of_span = pd.Index(essay_ids).get_indexer(spans["id"])
+    class_of_span = pd.Index(CLASSES).get_indexer(spans["class"])
+    known = (essay_of_span >= 0) & (class_of_span >= 0)
+    present[essay_of_span[known], class_of_span[known]] = 1
     splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = np.empty(len(essay_ids), dtype=np.int64)
-    for fold, (_, validation_rows) in enumerate(splitter.split(np.zeros(len(essay_ids)), present.to_numpy(dtype=np.int64))):
+    for fold, (_, validation_rows) in enumerate(splitter.split(np.zeros(len(essay_ids)), present)):
         folds[validation_rows] = fold
     return folds
 
@@ -179,16 +183,19 @@ def assign_folds(essay_ids: Sequence[str], spans: "pd.DataFrame", n_folds: int =
 
 
 def _row_examples(table: "pd.DataFrame", mask: np.ndarray, detail: Optional[Callable] = None) -> list[str]:  # noqa: F821
-    """'row N (id X)' for the first few rows in ``mask`` (rows numbered from 1 after the header)."""
+    """'row N (id X)' for the first few rows in ``mask`` (N: the row number in train.csv, from 1 after the header)."""
     examples = []
     for row in np.flatnonzero(mask)[:EXAMPLES_SHOWN]:
         extra = f": {detail(row)}" if detail else ""
-        examples.append(f"row {row + 1} (id {table['id'].iat[row]}){extra}")
+        examples.append(f"row {table['row'].iat[row]} (id {table['id'].iat[row]}){extra}")
     return examples
 
 
 def read_table(data_dir: Path) -> "pd.DataFrame":  # noqa: F821
-    """Read the columns fbp needs from ``DATA_DIR/train.csv`` as strings; FbpError if missing, unreadable, empty or short of columns."""
+    """The columns fbp needs from ``DATA_DIR/train.csv``, as strings, plus ``row`` (its row number in the file).
+
+    FbpError if the file is missing, unreadable, empty or short of columns.
+    """
     import pandas as pd
 
     csv_path = data_dir / "train.csv"
@@ -207,6 +214,7 @@ def read_table(data_dir: Path) -> "pd.DataFrame":  # noqa: F821
         raise FbpError(f"{csv_path}: not a readable CSV file ({str(error).strip()})") from error
     if table.empty:
         raise FbpError(f"{csv_path}: the table has no rows")
+    table["row"] = np.arange(1, len(table) + 1)  # kept through filtering, for messages
     return table
 
 
@@ -285,21 +293,25 @@ def _parse_offsets(table, findings: Findings) -> tuple[np.ndarray, np.ndarray, n
     return np.where(valid, start, 0).astype(np.int64), np.where(valid, end, 0).astype(np.int64), valid
 
 
-def _parse_predictionstrings(table, findings: Findings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Word indices of every row: (all indices, one row after the other; count per row; mask of rows that parsed)."""
+def _parse_predictionstrings(table, findings: Findings) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Word indices of every row, one row after the other; the count per row; the mask of rows that parsed;
+    and the predictionstrings with single spaces, as Kaggle writes them."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    strings = table["predictionstring"]
-    valid = strings.str.fullmatch(r"\s*\d{1,9}(?:\s+\d{1,9})*\s*").to_numpy(dtype=bool, na_value=False)
+    tokens_per_row = pc.utf8_split_whitespace(pa.array(table["predictionstring"], type=pa.string()))
+    counts = pc.list_value_length(tokens_per_row).to_numpy(zero_copy_only=False).astype(np.int64)
+    tokens = pc.list_flatten(tokens_per_row)
+    token_ok = pc.and_(pc.ascii_is_decimal(tokens), pc.less_equal(pc.utf8_length(tokens), 9)).to_numpy(zero_copy_only=False)
+    row_of_token = np.repeat(np.arange(len(table)), counts)
+    valid = (counts > 0) & (np.bincount(row_of_token[~token_ok], minlength=len(table)) == 0)
     findings.add_rows(
         "error", "bad_predictionstring", "rows whose predictionstring is not space-separated word indices", table, ~valid,
-        lambda row: repr(strings.iat[row][:40]),
+        lambda row: repr(table["predictionstring"].iat[row][:40]),
     )
-    split = pc.split_pattern_regex(pa.array(strings.where(valid, "0").str.strip(), type=pa.string()), r"\s+")
-    counts = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
-    indices = pc.list_flatten(split).cast(pa.int64()).to_numpy()
-    return indices, counts, valid
+    indices = pc.if_else(pa.array(token_ok), tokens, "0").cast(pa.int64()).to_numpy()
+    normalised = pc.binary_join(tokens_per_row, " ").to_pylist()
+    return indices, counts, valid, normalised
 
 
 def _validate_and_label(table, essay_ids: np.ndarray, texts: list[str], essay_index: np.ndarray, findings: Findings):
@@ -343,7 +355,7 @@ def _validate_and_label(table, essay_ids: np.ndarray, texts: list[str], essay_in
     good_offsets = offsets_parsed & ~reversed_ & ~past_end
 
     # Predictionstrings: word indices in range, consecutive, and no word in two spans of one essay.
-    indices, counts, parsed = _parse_predictionstrings(table, findings)
+    indices, counts, parsed, normalised = _parse_predictionstrings(table, findings)
     row_of_index = np.repeat(np.arange(len(table)), counts)
     row_n_words = corpus.n_words[essay_index]
     out_of_range = parsed & (np.bincount(row_of_index[indices >= row_n_words[row_of_index]], minlength=len(table)) > 0)
@@ -353,10 +365,12 @@ def _validate_and_label(table, essay_ids: np.ndarray, texts: list[str], essay_in
     )
     row_end = np.cumsum(counts)
     row_begin = row_end - counts
-    first_index, last_index = indices[row_begin], indices[row_end - 1]
+    # Rows without any index (reported above) read a neighbour's; they are never used.
+    first_index = np.append(indices, 0)[row_begin]
+    last_index = np.append(indices, 0)[np.maximum(row_end - 1, 0)]
     consecutive = np.ones(len(indices), dtype=bool)
     consecutive[1:] = np.diff(indices) == 1
-    consecutive[row_begin] = True
+    consecutive[row_begin[counts > 0]] = True
     not_contiguous = parsed & ~out_of_range & (np.bincount(row_of_index[~consecutive], minlength=len(table)) > 0)
     findings.add_rows(
         "error", "predictionstring_not_contiguous", "rows whose predictionstring is not a range of consecutive word indices",
@@ -393,7 +407,7 @@ def _validate_and_label(table, essay_ids: np.ndarray, texts: list[str], essay_in
     labels[global_word] = _INSIDE_IDS[class_of_row[row_of_index[usable_index]]]
     first_words = corpus.first_word[essay_index[usable]] + first_index[usable]
     labels[first_words] = _BEGIN_IDS[class_of_row[usable]]
-    return corpus, labels
+    return corpus, labels, normalised
 
 
 def write_dir_atomically(output_dir: Path, write: Callable[[Path], None], replaceable: Callable[[Path], bool]) -> None:
@@ -471,17 +485,13 @@ def preprocess(
     # Rows of essays whose text is missing were reported already; check the rest against their texts.
     checked = table[row_has_text].reset_index(drop=True)
     kept_essays = np.flatnonzero(has_text)
-    corpus, labels = _validate_and_label(
+    corpus, labels, predictionstrings = _validate_and_label(
         checked, essay_ids[kept_essays], [texts[i] for i in kept_essays], np.searchsorted(kept_essays, essay_index[row_has_text]), findings
     )
     findings.raise_errors(data_dir)
 
     on_stage(f"assigning {n_folds} folds")
-    spans = pd.DataFrame({
-        "id": table["id"],
-        "class": table["discourse_type"],
-        "predictionstring": table["predictionstring"].str.split().str.join(" "),
-    })
+    spans = pd.DataFrame({"id": checked["id"], "class": checked["discourse_type"], "predictionstring": predictionstrings})
     folds = assign_folds(essay_ids, spans, n_folds, seed)
 
     on_stage(f"writing {output_dir}")
@@ -509,16 +519,18 @@ def preprocess(
     write_dir_atomically(Path(output_dir), write, replaceable=_is_processed_dir)
 
     fold_of_span = folds[np.searchsorted(essay_ids, spans["id"].to_numpy())]
-    per_fold = pd.crosstab(fold_of_span, spans["class"]).reindex(index=range(n_folds), columns=list(CLASSES), fill_value=0)
+    class_of_span = pd.Index(CLASSES).get_indexer(spans["class"])
+    per_fold = np.zeros((n_folds, len(CLASSES)), dtype=np.int64)
+    np.add.at(per_fold, (fold_of_span, class_of_span), 1)
     return PreprocessSummary(
         output_dir=Path(output_dir),
         essays=len(essay_ids),
         words=int(len(labels)),
         folds=n_folds,
         seed=seed,
-        spans_per_class={name: int(per_fold[name].sum()) for name in CLASSES},
+        spans_per_class={name: int(per_fold[:, index].sum()) for index, name in enumerate(CLASSES)},
         essays_per_fold=np.bincount(folds, minlength=n_folds).tolist(),
-        spans_per_fold=[{name: int(per_fold.at[fold, name]) for name in CLASSES} for fold in range(n_folds)],
+        spans_per_fold=[{name: int(per_fold[fold, index]) for index, name in enumerate(CLASSES)} for fold in range(n_folds)],
         warnings=findings.warnings,
         skipped_text_files=skipped_text_files,
     )

@@ -79,10 +79,13 @@ BAD_TABLES = {
     "offset not a number": (set_cell(0, "discourse_start", "eight"), "not an integer", "'eight'"),
     "predictionstring not integers": (set_cell(5, "predictionstring", "1 2 x 4"), "not space-separated word indices", "row 6 ("),
     "predictionstring empty": (set_cell(5, "predictionstring", ""), "not space-separated word indices", "row 6 ("),
+    "predictionstring empty on the last row": (lambda t: set_cell(len(t) - 1, "predictionstring", " ")(t),
+                                               "not space-separated word indices", "' '"),
     "predictionstring out of range": (set_cell(0, "predictionstring", "99999 100000"), "past the last word", "row 1 ("),
     "predictionstring with a gap": (set_cell(0, "predictionstring", "2 3 5 6"), "not a range of consecutive", "row 1 ("),
     "overlapping spans": (first_word_overlap, "overlapping spans", None),
     "empty id": (set_cell(7, "id", ""), "empty id", "row 8"),
+    "rows keep their file numbers": (lambda t: swap_offsets(9)(set_cell(2, "id", "")(t)), "not before discourse_end", "row 10 ("),
 }
 
 
