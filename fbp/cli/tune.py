@@ -1,0 +1,71 @@
+"""``fbp tune`` (an Optuna search over the config's ``search`` section) and ``fbp sweep-trial`` (one wandb sweep run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._app import ConfigArg, SetOpt, WandbOpt, app, console
+
+
+@app.command("tune")
+def tune_command(
+    config_path: Optional[Path] = ConfigArg,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tuning directory (study.db, trial_NNN/, best.yaml) (default: tune/<config name>).", show_default=False),
+    trials: int = typer.Option(20, "--trials", "-n", min=1, help="Finished trials (complete or pruned) the study should reach; a resumed study counts its earlier ones."),
+    fold: Optional[List[int]] = typer.Option(None, "--fold", "-f", help="Folds each trial trains (repeatable) (default: all folds).", show_default=False),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Number of folds (re-folds when it differs from preprocess).", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Processed data directory (from `fbp preprocess`).", show_default=False),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs per fold in every trial.", show_default=False),
+    max_essays: Optional[int] = typer.Option(None, "--max-essays", help="Tune on a fixed random subset of this many essays.", show_default=False),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna database URL shared by several machines (e.g. postgresql://...) (default: TUNE_DIR/study.db).", show_default=False),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name in the database (default: the tuning directory's name).", show_default=False),
+    wandb_sweep: Optional[Path] = typer.Option(None, "--wandb-sweep", help="Write the equivalent wandb sweep config (YAML) and exit without training.", show_default=False),
+    wandb: Optional[str] = WandbOpt,
+    sets: Optional[List[str]] = SetOpt,
+) -> None:
+    """Search hyperparameters with Optuna over the config's `search` section; each trial is an `fbp train`.
+
+    The objective is the competition F1 (cv_f1); a trial behind the median of earlier trials at the same fold and epoch is pruned.
+
+    The study lives in TUNE_DIR/study.db: running the same command again resumes it, and an interrupted trial continues where it stopped. At the end: a table of the best trials and TUNE_DIR/best.yaml, a config `fbp train` takes.
+
+    Example: `fbp tune configs/tune-example.yaml --trials 30 --fold 0` ; `fbp tune CONFIG --wandb-sweep sweep.yaml`.
+    """
+    from ..config import load_config, parse_sets
+    from ..errors import UsageError
+    from ..tune import tune_study, write_wandb_sweep
+
+    tune_dir = output or Path("tune") / (config_path.stem if config_path else "study")
+    if config_path is None and (tune_dir / "config.yaml").exists():
+        config_path = tune_dir / "config.yaml"  # resuming: the base config the study started with
+        console.print(f"resuming with the base config in [bold]{config_path}[/]")
+    overrides = {"data.processed_dir": str(data) if data else None, "data.folds": folds, "data.max_essays": max_essays,
+                 "training.epochs": epochs, "tracking.wandb": wandb}
+    overrides.update(parse_sets(sets))
+    config = load_config(config_path, overrides)
+    name = study_name or config.name or tune_dir.resolve().name
+    if wandb_sweep is not None:
+        if storage:
+            raise UsageError("--wandb-sweep writes a sweep config for wandb; it does not use --storage")
+        base_path = write_wandb_sweep(config, wandb_sweep, tune_dir, name)
+        console.print(f"wandb sweep written to [bold]{wandb_sweep}[/] (base config: {base_path}); "
+                      f"start it with `wandb sweep {wandb_sweep}` and run `wandb agent <sweep id>` on each machine")
+        return
+    tune_study(config, tune_dir, trials, trial_folds=fold or None, storage=storage, study_name=name, console=console)
+
+
+@app.command("sweep-trial", hidden=True)
+def sweep_trial_command(
+    config_path: Path = typer.Argument(..., help="Base config written by `fbp tune --wandb-sweep`.", show_default=False),
+    assignments: Optional[List[str]] = typer.Argument(None, help="section.key=value pairs chosen by the sweep.", show_default=False),
+    output: Path = typer.Option(Path("tune/sweep"), "--output", "-o", help="Directory for the sweep's run directories."),
+) -> None:
+    """Train one wandb sweep run (what `wandb agent` executes for a sweep written by `fbp tune --wandb-sweep`)."""
+    from ..config import load_config, parse_sets
+    from ..tune import run_sweep_trial
+
+    params = parse_sets([f"{item}" for item in assignments or []])
+    run_sweep_trial(load_config(config_path), params, output)
