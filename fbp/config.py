@@ -145,6 +145,9 @@ class Config(Section):
 def set_dotted(tree: Dict[str, Any], key: str, value: Any) -> None:
     """Set ``tree["a"]["b"] = value`` for ``key = "a.b"``, creating sections as needed."""
     *sections, last = key.split(".")
+    if sections[:1] == ["search"] and len(sections) > 1:
+        # search keys are dotted settings themselves: search.training.learning_rate -> search["training.learning_rate"]
+        sections, last = ["search"], key.removeprefix("search.")
     node = tree
     for section in sections:
         child = node.setdefault(section, {})
