@@ -1,0 +1,468 @@
+"""The competition metric: overlap F1 of predicted spans against ground-truth spans, exact and fast.
+
+Rules (Feedback Prize 2021), applied per class and essay:
+
+* a prediction and a ground truth *match* when each covers at least half of the other's words
+  (``2 * |gt & pred| >= |gt|`` and ``2 * |gt & pred| >= |pred|``);
+* each ground truth keeps at most one match, the prediction with the highest overlap
+  ``|gt & pred| / min(|gt|, |pred|)`` (ties: the prediction that comes first in the input);
+  ground truths are keyed by essay and word set, so exact duplicates count once;
+* TP = kept matches, FP = predictions that no ground truth kept, FN = ground truths with no match;
+* class F1 = TP / (TP + (FP + FN) / 2); the score is the mean over the classes present in the truth.
+
+Speed comes from never looking at spans one by one in Python: predictionstrings are parsed straight
+from the Arrow string buffer with numpy, every span becomes runs of consecutive word indices (one run
+for the usual contiguous span), and all candidate pairs of one essay and class are compared at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .errors import FbpError
+from .labels import CLASSES
+
+SpanFrame = pd.DataFrame  # columns: id, class (or discourse_type), predictionstring
+
+_MAX_DIGITS = 8  # word indices up to 99,999,999: far beyond any essay
+
+
+@dataclass(frozen=True)
+class SpanSet:
+    """Spans parsed into runs of consecutive word indices: what the metric compares.
+
+    Span ``i`` covers the half-open runs ``run_starts[k]:run_ends[k]`` for ``k`` in
+    ``run_offsets[i]:run_offsets[i + 1]`` (maximal runs, sorted, so equal word sets have equal runs).
+    """
+
+    essay_ids: pa.Array  # essay id of each span (Arrow strings: no Python object per span)
+    class_codes: np.ndarray  # index into CLASSES of each span
+    sizes: np.ndarray  # number of distinct words of each span
+    run_offsets: np.ndarray
+    run_starts: np.ndarray
+    run_ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def contiguous(self) -> bool:
+        """True when every span is one range of consecutive words (the fast path)."""
+        return len(self.run_starts) == len(self.sizes)
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """Counts and scores of one class."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        denominator = self.tp + (self.fp + self.fn) / 2
+        return self.tp / denominator if denominator else 0.0
+
+    def to_dict(self) -> Dict[str, float]:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision, "recall": self.recall, "f1": self.f1}
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """Per-class scores (classes present in the truth, in :data:`CLASSES` order) and their macro F1."""
+
+    per_class: Dict[str, ClassScore]
+    ignored_classes: Tuple[str, ...] = ()  # predicted but absent from the truth, so not scored
+
+    @property
+    def f1(self) -> float:
+        """Macro F1: the mean of the class F1 scores (0 when the truth is empty)."""
+        return float(np.mean([score.f1 for score in self.per_class.values()])) if self.per_class else 0.0
+
+    @property
+    def totals(self) -> ClassScore:
+        """TP, FP and FN summed over the scored classes."""
+        scores = self.per_class.values()
+        return ClassScore(sum(s.tp for s in scores), sum(s.fp for s in scores), sum(s.fn for s in scores))
+
+    def class_f1(self) -> Dict[str, float]:
+        """``{class: F1}``, the shape of ``run.json``'s ``cv_per_class``."""
+        return {name: score.f1 for name, score in self.per_class.items()}
+
+    def to_dict(self) -> Dict[str, object]:
+        """JSON-ready numbers, with the macro F1 under the top-level ``"f1"`` key."""
+        return {
+            "f1": self.f1,
+            "per_class": {name: score.to_dict() for name, score in self.per_class.items()},
+            "ignored_classes": list(self.ignored_classes),
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_spans(frame: SpanFrame, source: str = "spans") -> SpanSet:
+    """Validate and parse ``DataFrame[id, class, predictionstring]`` into a :class:`SpanSet`.
+
+    The class column may also be called ``discourse_type`` (as in the competition's ``train.csv``).
+    Raises :class:`FbpError` naming ``source`` and the (1-based) data row for a missing column, an
+    unknown class, or a predictionstring that is not a non-empty list of word indices.
+    """
+    class_column = "class" if "class" in frame.columns else "discourse_type"
+    missing = [column for column in ("id", class_column, "predictionstring") if column not in frame.columns]
+    if missing:
+        found = ", ".join(map(str, frame.columns)) or "none"
+        raise FbpError(f"{source}: missing column(s) {', '.join(missing)} (expected id, class, predictionstring; found {found})")
+    essay_ids = _strings(frame["id"])
+    classes = _strings(frame[class_column])
+    for column, values in (("id", essay_ids), (class_column, classes)):
+        if values.null_count:
+            raise FbpError(f"{source}, row {_row(values.is_null())}: empty {column}")
+    # Class names -> codes through Arrow's dictionary (a handful of distinct strings).
+    encoded = classes.dictionary_encode()
+    name_codes = pd.Index(CLASSES).get_indexer(encoded.dictionary.to_pylist())
+    class_codes = name_codes[encoded.indices.to_numpy(zero_copy_only=False)] if len(classes) else np.zeros(0, np.int64)
+    if (class_codes < 0).any():
+        row = _row(class_codes < 0)
+        raise FbpError(f"{source}, row {row}: unknown class {classes[row - 1].as_py()!r} (allowed: {', '.join(CLASSES)})")
+    words, word_offsets = _parse_word_lists(frame["predictionstring"], essay_ids, source)
+    sizes, run_offsets, run_starts, run_ends = _runs(words, word_offsets)
+    return SpanSet(essay_ids, class_codes.astype(np.int64), sizes, run_offsets, run_starts, run_ends)
+
+
+def span_set_from_ranges(essay_ids, class_codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> SpanSet:
+    """A :class:`SpanSet` of contiguous spans ``[start, end)`` (decoded spans: no strings to build or parse).
+
+    ``essay_ids`` is one id per span (any sequence of str or an Arrow string array).
+    """
+    starts = np.asarray(starts, np.int64)
+    ends = np.asarray(ends, np.int64)
+    if (ends <= starts).any():
+        raise ValueError("every span needs end > start")
+    essay_ids = essay_ids if isinstance(essay_ids, pa.Array) else pa.array(np.asarray(essay_ids, dtype=object), type=pa.large_string())
+    return SpanSet(essay_ids, np.asarray(class_codes, np.int64), ends - starts, np.arange(len(starts) + 1), starts, ends)
+
+
+def _strings(values: pd.Series) -> pa.Array:
+    """A column as one Arrow string array (zero-copy for pandas' Arrow-backed strings)."""
+    array = pa.array(values, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return array
+    if pa.types.is_null(array.type):
+        return array.cast(pa.string())
+    # Numbers (e.g. a one-word predictionstring read as an integer) as their text.
+    return pa.array([None if pd.isna(value) else str(value) for value in values], type=pa.string())
+
+
+def _row(mask) -> int:
+    """1-based number of the first data row where ``mask`` is true."""
+    return int(np.argmax(np.asarray(mask))) + 1
+
+
+def _bad_word_list(row: int, strings: pd.Series, essay_ids: pa.Array, source: str, what: str) -> FbpError:
+    return FbpError(f"{source}, row {row} (essay {essay_ids[row - 1].as_py()}): predictionstring {strings.iloc[row - 1]!r} {what}")
+
+
+def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, source: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Parse the whitespace-separated word indices of every row straight from the Arrow buffer.
+
+    Returns the words of all rows concatenated and each row's offsets into them.
+    """
+    array = _strings(strings)
+    if array.null_count:
+        raise _bad_word_list(_row(array.is_null()), strings, essay_ids, source, "is empty")
+    if len(array) == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64)
+    array = array.cast(pa.large_string())
+    _, offsets_buffer, data_buffer = array.buffers()
+    row_offsets = np.frombuffer(offsets_buffer, np.int64, count=len(array) + 1, offset=array.offset * 8)
+    data = np.frombuffer(data_buffer, np.uint8, count=int(row_offsets[-1] - row_offsets[0]), offset=int(row_offsets[0]))
+    row_offsets = row_offsets - row_offsets[0]
+    empty_rows = row_offsets[1:] == row_offsets[:-1]
+    if empty_rows.any():
+        raise _bad_word_list(_row(empty_rows), strings, essay_ids, source, "is empty")
+
+    is_digit = (data - np.uint8(48)) < 10  # bytes below "0" wrap around, so one comparison
+    n_digits = int(np.count_nonzero(is_digit))
+    if n_digits + int(np.count_nonzero(data == 32)) != len(data):
+        # Something other than digits and spaces: other whitespace is fine, anything else is an error.
+        is_space = np.isin(data, np.frombuffer(b" \t\r\n\x0b\x0c", np.uint8))
+        bad = ~(is_digit | is_space)
+        if bad.any():
+            row = int(np.searchsorted(row_offsets, np.argmax(bad), side="right"))
+            raise _bad_word_list(row, strings, essay_ids, source, "is not a list of word indices")
+        data = np.where(is_space, np.uint8(32), data)
+
+    # A token ends at a digit followed by a non-digit or by the end of its row.
+    row_lasts = row_offsets[1:] - 1
+    ends_mask = np.empty(len(data), bool)
+    ends_mask[-1] = is_digit[-1]
+    np.greater(is_digit[:-1], is_digit[1:], out=ends_mask[:-1])
+    ends_mask[row_lasts] = is_digit[row_lasts]
+    token_ends = np.flatnonzero(ends_mask)
+    word_offsets = np.searchsorted(token_ends, row_offsets)
+    no_words = word_offsets[1:] == word_offsets[:-1]
+    if no_words.any():
+        raise _bad_word_list(_row(no_words), strings, essay_ids, source, "is empty")
+
+    words, longest = _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width=4)
+    if longest > 4:
+        words, longest = _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width=8)
+        if longest > 8:
+            row = int(np.searchsorted(word_offsets, np.argmax(words < 0), side="right"))
+            raise _bad_word_list(row, strings, essay_ids, source, "has a word index of more than 8 digits")
+    return words, word_offsets
+
+
+def _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width: int) -> Tuple[np.ndarray, int]:
+    """Decimal value of every token, reading the ``width`` bytes that end with it as one integer (SWAR).
+
+    Returns the values (-1 for a token longer than ``width``) and the longest token length seen
+    (``width + 1`` meaning "longer than width").
+    """
+    dtype = np.dtype(f"<u{width}")
+    lanes = int.from_bytes(b"\x01" * width, "little")  # 0x0101...: one bit per byte lane
+    padded = np.zeros(len(data) + width - 1, np.uint8)
+    padded[width - 1 :] = data
+    # An unaligned view whose element i is the `width` bytes ending at data byte i: one gather reads a
+    # whole token, its last digit in the most significant byte.
+    byte_windows = np.ndarray(shape=(len(data),), dtype=dtype, buffer=padded, strides=(1,))
+    value = byte_windows[token_ends]
+    # The first token of a row must not see the end of the previous row: clear those bytes.
+    first_tokens = word_offsets[:-1]
+    foreign_bytes = np.maximum(0, row_offsets[:-1] - token_ends[first_tokens] + width - 1).astype(dtype)
+    value[first_tokens] &= (np.iinfo(dtype).max << (foreign_bytes * dtype.type(8))).astype(dtype)
+    # Digits (0x30-0x39) have bit 4 set, spaces (0x20) and cleared bytes do not. Keep the lanes of the
+    # unbroken run of digits that ends in the top lane: AND each lane with all lanes above it.
+    keep = (value >> dtype.type(4)) & dtype.type(lanes)
+    shift = 8
+    while shift < 8 * width:
+        keep &= (keep >> dtype.type(shift)) | dtype.type(lanes & ~((1 << (8 * width - shift)) - 1))
+        shift *= 2
+    full = keep == lanes
+    longest = width
+    if full.any():  # some token fills the window: is it longer?
+        full_tokens = np.flatnonzero(full)
+        before = token_ends[full_tokens] - width
+        row_starts = row_offsets[np.searchsorted(word_offsets, full_tokens, side="right") - 1]
+        longer = (before >= row_starts) & is_digit[np.maximum(before, 0)]
+        if longer.any():
+            longest = width + 1
+    else:
+        longest = width - 1
+    value &= keep * dtype.type(0x0F)  # ASCII digit -> 0..9, everything else -> 0
+    # Combine neighbouring lanes: 1-digit -> 2-digit -> 4-digit (-> 8-digit) numbers.
+    multiplier, shift = 10, 8
+    while shift < 8 * width:
+        value *= dtype.type((multiplier << shift) + 1)
+        value >>= dtype.type(shift)
+        value &= dtype.type(int.from_bytes((b"\xff" * (shift // 8) + b"\x00" * (shift // 8)) * (width * 8 // (2 * shift)), "little"))
+        multiplier, shift = multiplier * multiplier, shift * 2
+    words = value.view(np.int32 if width == 4 else np.int64)
+    if longest > width:
+        words = words.copy()
+        words[full_tokens[longer]] = -1
+    return words, longest
+
+
+def _runs(words: np.ndarray, word_offsets: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Maximal runs of consecutive word indices of each row: (sizes, run_offsets, run_starts, run_ends)."""
+    n_rows = len(word_offsets) - 1
+    steps = np.diff(words)
+    row_breaks = word_offsets[1:-1] - 1  # step positions that cross from one row to the next
+    not_next = np.ones(len(steps), bool) if len(steps) else np.zeros(0, bool)
+    np.not_equal(steps, 1, out=not_next)
+    not_next[row_breaks] = False
+    if not not_next.any():  # fast path: every row is already a contiguous ascending range
+        starts = words[word_offsets[:-1]]
+        ends = words[word_offsets[1:] - 1] + 1
+        return ends - starts, np.arange(n_rows + 1), starts, ends
+    in_row = np.ones(len(steps), bool)
+    in_row[row_breaks] = False
+    if (steps[in_row] <= 0).any():  # unsorted or repeated indices: a span is a set of words
+        row_of_word = np.repeat(np.arange(n_rows), np.diff(word_offsets))
+        order = np.lexsort((words, row_of_word))
+        words, row_of_word = words[order], row_of_word[order]
+        keep = np.ones(len(words), bool)
+        keep[1:] = (words[1:] != words[:-1]) | (row_of_word[1:] != row_of_word[:-1])
+        words, row_of_word = words[keep], row_of_word[keep]
+        word_offsets = np.searchsorted(row_of_word, np.arange(n_rows + 1))
+        steps = np.diff(words)
+    run_begins = np.ones(len(words), bool)
+    run_begins[1:] = steps != 1
+    run_begins[word_offsets[:-1]] = True
+    first_word = np.flatnonzero(run_begins)
+    last_word = np.append(first_word[1:], len(words)) - 1
+    run_offsets = np.searchsorted(first_word, word_offsets)
+    return np.diff(word_offsets), run_offsets, words[first_word], words[last_word] + 1
+
+
+def _as_span_set(spans: Union[SpanSet, SpanFrame], source: str) -> SpanSet:
+    return spans if isinstance(spans, SpanSet) else parse_spans(spans, source)
+
+
+# --------------------------------------------------------------------------------------------------
+# Matching
+
+
+def _pairs_in_groups(left_groups: np.ndarray, right_groups: np.ndarray, n_groups: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Every (left, right) index pair whose groups (essay and class) are equal, without a Python loop."""
+    right_order = np.argsort(right_groups, kind="stable")
+    right_counts = np.bincount(right_groups, minlength=n_groups)
+    right_first = np.concatenate([[0], np.cumsum(right_counts)[:-1]])
+    per_left = right_counts[left_groups]
+    left_index = np.repeat(np.arange(len(left_groups)), per_left)
+    pair_starts = np.cumsum(per_left) - per_left
+    rank = np.arange(len(left_index)) - np.repeat(pair_starts, per_left)
+    right_index = right_order[np.repeat(right_first[left_groups], per_left) + rank]
+    return left_index, right_index
+
+
+def _overlaps(left: SpanSet, left_index: np.ndarray, right: SpanSet, right_index: np.ndarray) -> np.ndarray:
+    """Number of shared words of each pair (left_index[k], right_index[k])."""
+    if left.contiguous and right.contiguous:
+        shared = np.minimum(left.run_ends[left_index], right.run_ends[right_index])
+        shared -= np.maximum(left.run_starts[left_index], right.run_starts[right_index])
+        return np.maximum(shared, 0)
+    # General word sets: every run of one span against every run of the other, summed per pair.
+    left_runs = np.diff(left.run_offsets)[left_index]
+    right_runs = np.diff(right.run_offsets)[right_index]
+    per_pair = left_runs * right_runs
+    pair_of = np.repeat(np.arange(len(left_index)), per_pair)
+    rank = np.arange(len(pair_of)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+    left_run = left.run_offsets[left_index][pair_of] + rank // right_runs[pair_of]
+    right_run = right.run_offsets[right_index][pair_of] + rank % right_runs[pair_of]
+    shared = np.minimum(left.run_ends[left_run], right.run_ends[right_run]) - np.maximum(left.run_starts[left_run], right.run_starts[right_run])
+    return np.bincount(pair_of, weights=np.maximum(shared, 0), minlength=len(left_index)).astype(np.int64)
+
+
+def _candidate_pairs(left: SpanSet, left_groups: np.ndarray, right: SpanSet, right_groups: np.ndarray, n_groups: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of the same essay and class that could share half of each other's words, with their overlap."""
+    left_index, right_index = _pairs_in_groups(left_groups, right_groups, n_groups)
+    left_size, right_size = left.sizes[left_index], right.sizes[right_index]
+    # Cheap filters first: sizes within a factor of 2 and bounding ranges that intersect.
+    possible = (2 * left_size >= right_size) & (2 * right_size >= left_size)
+    possible &= left.run_starts[left.run_offsets[left_index]] < right.run_ends[right.run_offsets[right_index + 1] - 1]
+    possible &= right.run_starts[right.run_offsets[right_index]] < left.run_ends[left.run_offsets[left_index + 1] - 1]
+    left_index, right_index = left_index[possible], right_index[possible]
+    return left_index, right_index, _overlaps(left, left_index, right, right_index)
+
+
+def _distinct_truth(truth: SpanSet, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mask of ground truths to keep: the first of each set of exact duplicates (essay, class, words)."""
+    first, second, shared = _candidate_pairs(truth, groups, truth, groups, n_groups)
+    duplicate = (first < second) & (shared == truth.sizes[first]) & (shared == truth.sizes[second])
+    keep = np.ones(len(truth), bool)
+    keep[second[duplicate]] = False
+    return keep
+
+
+@dataclass(frozen=True)
+class MatchTable:
+    """Every potential match between a fixed set of predictions and the truth, sorted so that the
+    first pair of each ground truth is the one it keeps. Scoring any subset of the predictions
+    (e.g. those that pass decoding thresholds) is then a few array operations.
+    """
+
+    truth_index: np.ndarray  # ground truth of each pair (after merging duplicates)
+    pred_index: np.ndarray  # prediction of each pair
+    truth_classes: np.ndarray  # class code of each distinct ground truth
+    pred_classes: np.ndarray  # class code of each prediction
+
+    def counts(self, pred_kept: Optional[np.ndarray] = None) -> np.ndarray:
+        """``(n_classes, 3)`` array of TP, FP, FN, counting only predictions where ``pred_kept`` is true."""
+        n_classes = len(CLASSES)
+        truth_index, pred_index, pred_classes = self.truth_index, self.pred_index, self.pred_classes
+        if pred_kept is not None:
+            alive = pred_kept[pred_index]
+            truth_index, pred_index = truth_index[alive], pred_index[alive]
+            pred_classes = pred_classes[pred_kept]
+        first = np.ones(len(truth_index), bool)
+        first[1:] = truth_index[1:] != truth_index[:-1]
+        tp = np.bincount(self.truth_classes[truth_index[first]], minlength=n_classes)
+        kept_preds = np.zeros(len(self.pred_classes), bool)
+        kept_preds[pred_index[first]] = True  # a prediction kept by two ground truths is one prediction
+        fp = np.bincount(pred_classes, minlength=n_classes) - np.bincount(self.pred_classes[kept_preds], minlength=n_classes)
+        fn = np.bincount(self.truth_classes, minlength=n_classes) - tp
+        return np.stack([tp, fp, fn], axis=1)
+
+    def of_class(self, class_code: int) -> "MatchTable":
+        """The pairs of one class, with predictions renumbered to that class's predictions in order."""
+        class_preds = np.flatnonzero(self.pred_classes == class_code)
+        local = np.full(len(self.pred_classes), -1)
+        local[class_preds] = np.arange(len(class_preds))
+        in_class = self.truth_classes[self.truth_index] == class_code
+        return MatchTable(self.truth_index[in_class], local[self.pred_index[in_class]], self.truth_classes, self.pred_classes[class_preds])
+
+    def result(self, pred_kept: Optional[np.ndarray] = None) -> MetricResult:
+        """The :class:`MetricResult` of the predictions where ``pred_kept`` is true (all if None)."""
+        counts = self.counts(pred_kept)
+        n_truth = np.bincount(self.truth_classes, minlength=len(CLASSES))
+        pred_classes = self.pred_classes if pred_kept is None else self.pred_classes[pred_kept]
+        n_pred = np.bincount(pred_classes, minlength=len(CLASSES))
+        per_class = {name: ClassScore(*map(int, counts[code])) for code, name in enumerate(CLASSES) if n_truth[code]}
+        ignored = tuple(name for code, name in enumerate(CLASSES) if n_pred[code] and not n_truth[code])
+        return MetricResult(per_class, ignored)
+
+
+def match_table(predictions: Union[SpanSet, SpanFrame], truth: Union[SpanSet, SpanFrame]) -> MatchTable:
+    """Find every potential match of ``predictions`` against ``truth`` (see :class:`MatchTable`)."""
+    preds = _as_span_set(predictions, "predictions")
+    truth = _as_span_set(truth, "truth")
+    both_ids = pa.concat_arrays([truth.essay_ids.cast(pa.large_string()), preds.essay_ids.cast(pa.large_string())])
+    essay_codes = both_ids.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    groups = essay_codes * len(CLASSES) + np.concatenate([truth.class_codes, preds.class_codes])
+    truth_groups, pred_groups = groups[: len(truth)], groups[len(truth) :]
+    n_groups = int(groups.max()) + 1 if len(groups) else 0
+
+    distinct = _distinct_truth(truth, truth_groups, n_groups)
+    if not distinct.all():
+        truth, truth_groups = _subset(truth, distinct), truth_groups[distinct]
+    truth_index, pred_index, shared = _candidate_pairs(truth, truth_groups, preds, pred_groups, n_groups)
+    truth_size, pred_size = truth.sizes[truth_index], preds.sizes[pred_index]
+    match = (2 * shared >= truth_size) & (2 * shared >= pred_size)
+    truth_index, pred_index, shared = truth_index[match], pred_index[match], shared[match]
+    overlap = shared / np.minimum(truth_size[match], pred_size[match])
+    # Best overlap first for each ground truth; ties go to the prediction that comes first.
+    order = np.lexsort((pred_index, -overlap, truth_index))
+    return MatchTable(truth_index[order], pred_index[order], truth.class_codes, preds.class_codes)
+
+
+def score(predictions: Union[SpanSet, SpanFrame], truth: Union[SpanSet, SpanFrame]) -> MetricResult:
+    """Competition F1 of ``predictions`` against ``truth``.
+
+    Both are DataFrames[id, class, predictionstring] or :class:`SpanSet` from :func:`parse_spans`
+    (parse a fixed truth once when scoring many prediction sets against it).
+    """
+    return match_table(predictions, truth).result()
+
+
+def _subset(spans: SpanSet, mask: np.ndarray) -> SpanSet:
+    """The spans selected by ``mask``, with their runs."""
+    runs_per_span = np.diff(spans.run_offsets)
+    run_mask = np.repeat(mask, runs_per_span)
+    return SpanSet(
+        essay_ids=spans.essay_ids.filter(pa.array(mask)),
+        class_codes=spans.class_codes[mask],
+        sizes=spans.sizes[mask],
+        run_offsets=np.concatenate([[0], np.cumsum(runs_per_span[mask])]),
+        run_starts=spans.run_starts[run_mask],
+        run_ends=spans.run_ends[run_mask],
+    )
