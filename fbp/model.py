@@ -8,6 +8,7 @@ Hugging Face directories (``from_pretrained``, ``pipeline``) loads it offline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 from urllib.parse import urlparse
 
 from . import __version__
@@ -57,8 +58,29 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' weight-loading bars and reports (e.g. "classifier.weight MISSING" for a new head)."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
 def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
     """Load from a local path or the local cache first, and only then from the hub, with one clear error."""
+    with quiet_transformers():
+        return _load_anywhere(loader, name, **kwargs)
+
+
+def _load_anywhere(loader: Any, name: str, **kwargs: Any) -> Any:
     path = resolve_model_name(name)
     if Path(path).exists():
         try:
@@ -205,8 +227,9 @@ def load_checkpoint(directory: Union[str, Path], device: Optional[str] = None) -
     if tuple(meta["labels"]) != LABELS:
         raise FbpError(f"{directory}: its labels {meta['labels']} are not fbp's {list(LABELS)}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForTokenClassification.from_pretrained(directory)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            model = AutoModelForTokenClassification.from_pretrained(directory)
     except (OSError, ValueError) as error:
         raise FbpError(f"cannot load checkpoint {directory}: {str(error).splitlines()[0]}") from None
     if not getattr(tokenizer, "is_fast", False):
@@ -234,6 +257,8 @@ def expand_checkpoints(paths: Iterable[Union[str, Path]]) -> List[Path]:
             found = run_checkpoints(path)
         elif not path.exists():
             raise FbpError(f"{path} does not exist")
+        elif path.is_file():
+            raise FbpError(f"{path} is a file, not a checkpoint or run directory")
         else:
             raise FbpError(f"{path} is neither an fbp checkpoint (no {FBP_META_FILE}) nor a run directory with fold_* checkpoints")
         checkpoints.extend(candidate for candidate in found if candidate not in checkpoints)

@@ -5,3 +5,4 @@ from ._app import app, main  # noqa: F401
 # One import per command module (each registers itself on the app).
 from . import preprocess  # noqa: F401
 from . import demo_data  # noqa: F401
+from . import infer  # noqa: F401

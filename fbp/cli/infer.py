@@ -1,0 +1,132 @@
+"""`fbp infer` and `fbp ensemble`: checkpoints -> word probabilities -> a Kaggle submission."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from ._app import app, console, err_console
+
+CheckpointsArg = typer.Argument(..., help="Fold checkpoints and/or run directories (a run means all its folds).", show_default=False)
+InputOpt = typer.Option(..., "--input", "-i", help="Directory of essays to predict (every *.txt).", show_default=False)
+SaveProbsOpt = typer.Option(None, "--save-probs", help="Also save the word probabilities (a .npz file, or word_probs.npz in a directory).", show_default=False)
+HtmlOpt = typer.Option(None, "--html", help="Write an HTML view: one page per essay, predicted (and true) spans in colour.", show_default=False)
+TruthOpt = typer.Option(None, "--truth", help="Ground truth (train.csv format) to show beside the predictions / to score against.", show_default=False)
+BatchOpt = typer.Option(16, "--batch-size", "-b", min=1, help="Windows per forward pass.")
+DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).", show_default=False)
+DecodingOpt = typer.Option(None, "--decoding", help="A decoding.json to use instead of the thresholds stored with the checkpoints.", show_default=False)
+WeightsOpt = typer.Option(None, "--weights", "-w", help="One weight per model, as 0.6,0.4 or repeated (default: equal).", show_default=False)
+
+
+def _print_result(result, started: float) -> None:
+    from ..labels import CLASSES
+
+    seconds = time.monotonic() - started
+    console.print(
+        f"[bold green]predicted[/] {result.essays:,} essays with {result.checkpoints} checkpoint(s) in {seconds:.1f}s "
+        f"({result.essays / max(seconds, 1e-9):.1f} essays/s): {len(result.spans):,} spans"
+    )
+    counts = result.spans["class"].value_counts()
+    table = Table(title="predicted spans per class", title_justify="left")
+    table.add_column("class")
+    table.add_column("spans", justify="right")
+    table.add_column("min words", justify="right")
+    table.add_column("min confidence", justify="right")
+    for name in CLASSES:
+        min_words, min_confidence = result.decoding.min_words.get(name), result.decoding.min_confidence.get(name)
+        table.add_row(name, f"{int(counts.get(name, 0)):,}", "-" if min_words is None else str(min_words), "-" if min_confidence is None else f"{min_confidence:.2f}")
+    console.print(table)
+    for label, path in (("submission", result.output), ("word probabilities", result.probs_file), ("HTML view", result.html_dir and Path(result.html_dir) / "index.html")):
+        if path is not None:
+            console.print(f"[bold]{label}:[/] {path}")
+
+
+@app.command()
+def infer(
+    checkpoints: List[Path] = CheckpointsArg,
+    input_dir: Path = InputOpt,
+    output: Path = typer.Option(Path("submission.csv"), "--output", "-o", help="Submission CSV to write (id,class,predictionstring)."),
+    save_probs: Optional[Path] = SaveProbsOpt,
+    html: Optional[Path] = HtmlOpt,
+    truth: Optional[Path] = TruthOpt,
+    batch_size: int = BatchOpt,
+    device: Optional[str] = DeviceOpt,
+    decoding: Optional[Path] = DecodingOpt,
+) -> None:
+    """Predict every TEXT_DIR/*.txt and write a Kaggle submission (works offline).
+
+    Several checkpoints (or a run directory: all its folds) are averaged at the word level; spans are decoded with the thresholds stored with the run or checkpoint (or --decoding).
+
+    Example: fbp infer runs/minilm --input data/demo/test -o submission.csv
+    """
+    from ..infer import predict_directory
+
+    started = time.monotonic()
+    result = predict_directory(checkpoints, input_dir, output, None, save_probs, html, truth, batch_size, device, decoding)
+    _print_result(result, started)
+
+
+@app.command()
+def ensemble(
+    members: List[Path] = typer.Argument(..., help="Checkpoints, run directories and/or saved word-probability .npz files; each is one member.", show_default=False),
+    input_dir: Optional[Path] = typer.Option(None, "--input", "-i", help="Essays to predict (every *.txt); without it, score the runs' out-of-fold predictions.", show_default=False),
+    weights: Optional[List[str]] = WeightsOpt,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Submission CSV to write (default with --input: submission.csv).", show_default=False),
+    fit_weights: bool = typer.Option(False, "--fit-weights", help="Fit the weights on out-of-fold F1 (runs sharing folds), then use them."),
+    save_probs: Optional[Path] = SaveProbsOpt,
+    html: Optional[Path] = HtmlOpt,
+    truth: Optional[Path] = TruthOpt,
+    batch_size: int = BatchOpt,
+    device: Optional[str] = DeviceOpt,
+    decoding: Optional[Path] = DecodingOpt,
+) -> None:
+    """Weighted average of word probabilities from any mix of checkpoints, runs and models.
+
+    Different models and tokenizers mix freely: everything meets at the word level. Without --input, runs that share folds are scored out of fold (each member and the ensemble), and --fit-weights searches the weights that maximise that F1.
+
+    Examples: fbp ensemble runs/minilm runs/deberta --fit-weights; fbp ensemble ckpts/* --input test/ -w 0.6,0.4 -o submission.csv
+    """
+    from ..infer import ensemble_oof, predict_directory
+
+    if input_dir is None or fit_weights:
+        report = ensemble_oof(members, weights, fit_weights, truth, decoding)
+        _print_oof_report(report)
+        if report.fitted_weights is not None:
+            weights = [",".join(f"{weight:g}" for weight in report.fitted_weights)]
+    if input_dir is None:
+        if output is not None or save_probs is not None or html is not None:
+            err_console.print("[yellow]note:[/] -o, --save-probs and --html need --input TEXT_DIR; nothing written")
+        return
+    started = time.monotonic()
+    result = predict_directory(members, input_dir, output or Path("submission.csv"), weights, save_probs, html, truth, batch_size, device, decoding)
+    _print_result(result, started)
+
+
+def _print_oof_report(report) -> None:
+    from ..labels import CLASSES
+
+    table = Table(title=f"out-of-fold F1 on {report.essays:,} essays shared by all members", title_justify="left")
+    table.add_column("model")
+    table.add_column("weight", justify="right")
+    table.add_column("macro F1", justify="right", style="bold")
+    for name in CLASSES:
+        table.add_column(name[:12], justify="right")
+    rows = [(name, f"{weight:.2f}", result) for name, weight, result in zip(report.members, report.weights, report.member_results)]
+    rows.append(("ensemble", "", report.ensemble_result))
+    if report.fitted_result is not None:
+        rows.append(("ensemble, fitted weights", ",".join(f"{w:g}" for w in report.fitted_weights), report.fitted_result))
+    best = max(result.f1 for _, _, result in rows)
+    for name, weight, result in rows:
+        per_class = result.class_f1()
+        style = "green" if result.f1 == best else None
+        table.add_row(name, weight, f"{result.f1:.4f}", *(f"{per_class[c]:.3f}" if c in per_class else "-" for c in CLASSES), style=style)
+    console.print(table)
+    best_member = max(result.f1 for result in report.member_results)
+    final = report.fitted_result or report.ensemble_result
+    console.print(f"ensemble {final.f1:.4f} vs best single member {best_member:.4f} ({final.f1 - best_member:+.4f})")
+    if report.fitted_weights is not None:
+        console.print(f"fitted weights: [bold]--weights {','.join(f'{w:g}' for w in report.fitted_weights)}[/]")

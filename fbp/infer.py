@@ -1,0 +1,454 @@
+"""Checkpoints -> word probabilities -> a Kaggle submission; and weighted ensembles of any models.
+
+Members: each path given on the command line is one ensemble member: a fold checkpoint, a run
+directory (the equal-weight average of its folds) or a saved word-probabilities file (``.npz`` from
+``--save-probs``, so ensembles and re-decoding never re-run a model). Members average at the word
+level, so models with different tokenizers mix freely.
+
+Memory stays bounded however many essays there are: essays are read from disk as they are needed,
+one model is loaded at a time, and the running weighted sum of word probabilities lives in a
+memory-mapped scratch file, not in RAM.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from .config import DecodingConfig
+from .errors import FbpError, UsageError
+from .labels import LABELS, NUM_LABELS
+from .model import expand_checkpoints, is_checkpoint, read_checkpoint_meta, run_checkpoints
+
+SUBMISSION_COLUMNS = ["id", "class", "predictionstring"]
+DECODE_CHUNK = 1000  # essays decoded at a time when writing the submission
+
+
+@dataclass
+class EssayDir:
+    """The ``*.txt`` essays of a directory, checked up front (UTF-8, not empty) and read again on demand."""
+
+    directory: Path
+    ids: List[str]
+    n_words: List[int]
+
+    @classmethod
+    def scan(cls, directory: Path) -> "EssayDir":
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FbpError(f"text directory {directory} does not exist" if not directory.exists() else f"{directory} is not a directory")
+        paths = sorted(directory.glob("*.txt"))
+        if not paths:
+            raise FbpError(f"{directory} has no *.txt essays")
+        n_words = [len(_read_essay(path).split()) for path in paths]
+        return cls(directory, [path.stem for path in paths], n_words)
+
+    def texts(self) -> Iterator[str]:
+        """The essays' texts in ``ids`` order, read one at a time."""
+        return (_read_essay(self.directory / f"{essay_id}.txt") for essay_id in self.ids)
+
+
+def _read_essay(path: Path) -> str:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FbpError(f"essay {path.name} is not valid UTF-8 (byte {error.start})") from None
+    if not text.split():
+        raise FbpError(f"essay {path.name} is empty")
+    return text
+
+
+@dataclass
+class Member:
+    """One ensemble member as given on the command line."""
+
+    source: Path
+    checkpoints: List[Path] = field(default_factory=list)  # empty for a word-probabilities file
+    probs_file: Optional[Path] = None
+    run_dir: Optional[Path] = None  # the run its checkpoints come from, whose decoding.json holds tuned thresholds
+
+    @classmethod
+    def from_path(cls, path: Path) -> "Member":
+        if path.is_file() and path.suffix == ".npz":
+            return cls(path, probs_file=path)
+        checkpoints = expand_checkpoints([path])
+        parents = {checkpoint.parent for checkpoint in checkpoints}
+        run_dir = parents.pop() if len(parents) == 1 else None
+        return cls(path, checkpoints=checkpoints, run_dir=run_dir if run_dir is not None and (run_dir / "run.json").exists() else None)
+
+
+def resolve_members(paths: Sequence[Path]) -> List[Member]:
+    """Members from paths: checkpoints, run directories (all their folds) or ``.npz`` word probabilities."""
+    if not paths:
+        raise UsageError("give at least one checkpoint, run directory or word-probabilities file")
+    members = [Member.from_path(Path(path)) for path in paths]
+    _check_label_sets([checkpoint for member in members for checkpoint in member.checkpoints])
+    return members
+
+
+def _check_label_sets(checkpoints: Sequence[Path]) -> None:
+    """Every checkpoint must predict fbp's 15 labels in the same order, or their probabilities cannot be averaged."""
+    for checkpoint in checkpoints:
+        labels = read_checkpoint_meta(checkpoint)["labels"]
+        if tuple(labels) != LABELS:
+            extra = sorted(set(labels) - set(LABELS)) or labels
+            raise FbpError(f"checkpoint {checkpoint} has a different label set ({len(labels)} labels, e.g. {extra[:3]}) than fbp's {NUM_LABELS}; they cannot be combined")
+
+
+def parse_weights(raw: Optional[Sequence[str]], n_members: int) -> List[float]:
+    """``--weights 0.6,0.4`` or ``--weights 0.6 --weights 0.4`` -> floats, one per member (default: equal)."""
+    if not raw:
+        return [1.0 / n_members] * n_members
+    try:
+        weights = [float(part) for item in raw for part in str(item).split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--weights must be numbers, got {','.join(raw)}") from None
+    if len(weights) != n_members:
+        raise UsageError(f"{len(weights)} weights for {n_members} models; give one weight per checkpoint, run or probabilities file")
+    if any(weight < 0 for weight in weights) or sum(weights) <= 0:
+        raise UsageError(f"weights must be non-negative and not all zero, got {weights}")
+    return [weight / sum(weights) for weight in weights]
+
+
+def resolve_decoding(members: Sequence[Member], decoding_file: Optional[Path] = None) -> DecodingConfig:
+    """The decoding thresholds: ``decoding_file`` if given, else the first run's ``decoding.json`` (tuned
+    thresholds land there), else the first checkpoint's ``fbp.json``, else fbp's defaults."""
+    if decoding_file is not None:
+        return _read_decoding(Path(decoding_file))
+    for member in members:
+        if member.run_dir is not None and (member.run_dir / "decoding.json").exists():
+            return _read_decoding(member.run_dir / "decoding.json")
+        if member.checkpoints:
+            stored = read_checkpoint_meta(member.checkpoints[0]).get("decoding")
+            if stored:
+                return _validate_decoding(stored, f"{member.checkpoints[0]}/fbp.json")
+    return DecodingConfig()
+
+
+def _run_decoding(run_dir: Path) -> DecodingConfig:
+    """A run's thresholds (``decoding.json``), or fbp's defaults when it has none."""
+    stored = run_dir / "decoding.json"
+    return _read_decoding(stored) if stored.exists() else DecodingConfig()
+
+
+def _read_decoding(path: Path) -> DecodingConfig:
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise FbpError(f"cannot read decoding thresholds from {path}: {error}") from None
+    return _validate_decoding(stored, str(path))
+
+
+def _validate_decoding(stored: Dict, source: str) -> DecodingConfig:
+    from pydantic import ValidationError
+
+    try:
+        return DecodingConfig.model_validate(stored)
+    except ValidationError as error:
+        raise FbpError(f"{source}: invalid decoding thresholds ({error.errors()[0]['msg']})") from None
+
+
+class WordProbSum:
+    """The running weighted sum of every essay's word probabilities, memory-mapped in a scratch directory."""
+
+    def __init__(self, n_words: Sequence[int], scratch_dir: Path):
+        self.offsets = np.concatenate([[0], np.cumsum(n_words)]).astype(np.int64)
+        self.rows = np.lib.format.open_memmap(scratch_dir / "word_prob_sum.npy", mode="w+", dtype=np.float32, shape=(int(self.offsets[-1]), NUM_LABELS))
+
+    def add(self, essay_index: int, word_probs: np.ndarray, weight: float) -> None:
+        start, end = self.offsets[essay_index], self.offsets[essay_index + 1]
+        if len(word_probs) != end - start:
+            raise FbpError(f"essay {essay_index}: {len(word_probs)} word probabilities for {end - start} words")
+        self.rows[start:end] += weight * word_probs
+
+    def essay(self, essay_index: int) -> np.ndarray:
+        return np.asarray(self.rows[self.offsets[essay_index] : self.offsets[essay_index + 1]])
+
+
+def predict_members(
+    members: Sequence[Member],
+    weights: Sequence[float],
+    essays: EssayDir,
+    total: WordProbSum,
+    batch_size: int,
+    device: str,
+    progress: bool = True,
+) -> None:
+    """Add every member's word probabilities, times its weight, to ``total``; folds of a member share its weight."""
+    from .model import load_checkpoint
+    from .word_probs import load_word_probs, predict_word_probs
+
+    for member, weight in zip(members, weights):
+        if member.probs_file is not None:
+            stored = load_word_probs(member.probs_file)
+            missing = [essay_id for essay_id in essays.ids if essay_id not in stored]
+            if missing:
+                raise FbpError(f"{member.probs_file} has no word probabilities for essay {missing[0]} ({len(missing)} missing)")
+            for essay_index, essay_id in enumerate(essays.ids):
+                total.add(essay_index, stored[essay_id], weight)
+            continue
+        for checkpoint_dir in member.checkpoints:
+            checkpoint = load_checkpoint(checkpoint_dir, device=device)
+            meta = checkpoint.meta
+            if progress:
+                from rich.console import Console
+
+                Console(stderr=True).print(f"[bold]{checkpoint_dir}[/] (windows of {meta['max_length']}, stride {meta['stride']})")
+            predictions = predict_word_probs(
+                checkpoint.model, checkpoint.tokenizer, _sized(essays.texts(), len(essays.ids)), meta["max_length"], meta["stride"], batch_size, device, progress
+            )
+            for essay_index, word_probs in predictions:
+                total.add(essay_index, word_probs, weight / len(member.checkpoints))
+            del checkpoint
+
+
+class _sized:
+    """An iterator that knows its length, so the progress bar can show a total while essays stream."""
+
+    def __init__(self, iterator: Iterator[str], length: int):
+        self.iterator, self.length = iterator, length
+
+    def __iter__(self) -> Iterator[str]:
+        return self.iterator
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def decode_all(essays: EssayDir, total: WordProbSum, decoding: DecodingConfig) -> "pd.DataFrame":  # noqa: F821
+    """Spans of every essay, decoded a chunk of essays at a time."""
+    import pandas as pd
+
+    from .spans import decode_essays
+
+    frames = []
+    for start in range(0, len(essays.ids), DECODE_CHUNK):
+        chunk = {essays.ids[i]: total.essay(i) for i in range(start, min(start + DECODE_CHUNK, len(essays.ids)))}
+        frames.append(decode_essays(chunk, decoding))
+    spans = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SUBMISSION_COLUMNS)
+    return spans[SUBMISSION_COLUMNS]
+
+
+def write_submission(path: Path, spans: "pd.DataFrame") -> None:  # noqa: F821
+    """Write ``id,class,predictionstring`` atomically (an essay with no span simply has no row)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
+            spans[SUBMISSION_COLUMNS].to_csv(file, index=False, quoting=csv.QUOTE_MINIMAL)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def probs_path(target: Path) -> Path:
+    """``--save-probs``: a ``.npz`` file as given, or ``word_probs.npz`` inside a directory."""
+    target = Path(target)
+    return target if target.suffix == ".npz" else target / "word_probs.npz"
+
+
+def default_device(device: Optional[str]) -> str:
+    """``cuda`` when a GPU is there and no device was asked for, else ``cpu``."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class PredictionResult:
+    """What an ``infer``/``ensemble`` run produced, for the CLI's summary."""
+
+    essays: int
+    spans: "pd.DataFrame"  # noqa: F821
+    output: Optional[Path]
+    probs_file: Optional[Path]
+    html_dir: Optional[Path]
+    decoding: DecodingConfig
+    checkpoints: int
+
+
+def predict_directory(
+    paths: Sequence[Path],
+    input_dir: Path,
+    output: Optional[Path] = Path("submission.csv"),
+    weights: Optional[Sequence[str]] = None,
+    save_probs: Optional[Path] = None,
+    html_dir: Optional[Path] = None,
+    truth: Optional[Path] = None,
+    batch_size: int = 16,
+    device: Optional[str] = None,
+    decoding_file: Optional[Path] = None,
+    progress: bool = True,
+) -> PredictionResult:
+    """Predict every ``input_dir/*.txt`` with the weighted average of the members, decode, write the outputs."""
+    from .word_probs import save_word_probs
+
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    members = resolve_members(paths)
+    member_weights = parse_weights(weights, len(members))
+    decoding = resolve_decoding(members, decoding_file)
+    essays = EssayDir.scan(input_dir)
+    truth_spans = _read_truth(truth) if truth is not None else None
+    device = default_device(device)
+    scratch_parent = Path(output).parent if output is not None else None
+    if scratch_parent is not None:
+        scratch_parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fbp-infer-", dir=scratch_parent) as scratch:
+        total = WordProbSum(essays.n_words, Path(scratch))
+        predict_members(members, member_weights, essays, total, batch_size, device, progress)
+        spans = decode_all(essays, total, decoding)
+        if output is not None:
+            write_submission(output, spans)
+        saved = None
+        if save_probs is not None:
+            saved = probs_path(save_probs)
+            save_word_probs(saved, {essay_id: total.essay(i) for i, essay_id in enumerate(essays.ids)})
+    if html_dir is not None:
+        from .html import write_html_report
+
+        write_html_report(html_dir, zip(essays.ids, essays.texts()), spans, truth_spans)
+    n_checkpoints = sum(len(member.checkpoints) for member in members)
+    return PredictionResult(len(essays.ids), spans, output, saved, html_dir, decoding, n_checkpoints)
+
+
+def _read_truth(path: Path) -> "pd.DataFrame":  # noqa: F821
+    """Ground-truth spans from a ``train.csv``-style file (``discourse_type`` or ``class``)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise FbpError(f"cannot read truth file {path}: {error}") from None
+    frame = frame.rename(columns={"discourse_type": "class"})
+    missing = [column for column in SUBMISSION_COLUMNS if column not in frame.columns]
+    if missing:
+        raise FbpError(f"truth file {path} lacks column(s) {', '.join(missing)} (needs id, class or discourse_type, predictionstring)")
+    return frame[SUBMISSION_COLUMNS]
+
+
+# ----- out-of-fold ensembles: members that are runs sharing folds -----------------------------------
+
+
+@dataclass
+class OofMember:
+    """A member's out-of-fold word probabilities and the decoding thresholds of its run."""
+
+    name: str
+    word_probs: Dict[str, np.ndarray]
+    decoding: DecodingConfig
+
+
+@dataclass
+class OofReport:
+    """Out-of-fold scores of each member, of the ensemble, and (when fitted) of the fitted ensemble."""
+
+    members: List[str]
+    member_results: List["MetricResult"]  # noqa: F821
+    weights: List[float]
+    ensemble_result: "MetricResult"  # noqa: F821
+    essays: int
+    fitted_weights: Optional[List[float]] = None
+    fitted_result: Optional["MetricResult"] = None  # noqa: F821
+
+
+def load_oof_members(paths: Sequence[Path]) -> List[OofMember]:
+    """Out-of-fold word probabilities of runs (``oof_word_probs.npz``) or ``.npz`` files."""
+    from .word_probs import load_word_probs
+
+    members = []
+    for path in map(Path, paths):
+        if path.is_file() and path.suffix == ".npz":
+            members.append(OofMember(str(path), load_word_probs(path), DecodingConfig()))
+            continue
+        oof_file = path / "oof_word_probs.npz"
+        if not oof_file.exists():
+            kind = "a checkpoint" if is_checkpoint(path) else "not a run directory"
+            raise UsageError(
+                f"{path} has no out-of-fold word probabilities ({kind}); without --input, ensemble needs run directories. "
+                "To predict essays, add --input TEXT_DIR"
+            )
+        if run_checkpoints(path):
+            _check_label_sets(run_checkpoints(path))
+        members.append(OofMember(str(path), load_word_probs(oof_file), _run_decoding(path)))
+    return members
+
+
+def _processed_truth(paths: Sequence[Path]) -> "pd.DataFrame":  # noqa: F821
+    """The ground truth spans of the processed dataset the first run was trained on."""
+    from .data import load_processed
+
+    for path in map(Path, paths):
+        summary_path = path / "run.json"
+        if summary_path.exists():
+            processed = json.loads(summary_path.read_text(encoding="utf-8")).get("processed_dir")
+            if processed:
+                return load_processed(Path(processed)).spans
+    raise UsageError("cannot find the ground truth: give --truth TRAIN_CSV (runs record their processed data in run.json)")
+
+
+def ensemble_oof(
+    paths: Sequence[Path],
+    weights: Optional[Sequence[str]] = None,
+    fit_weights: bool = False,
+    truth: Optional[Path] = None,
+    decoding_file: Optional[Path] = None,
+) -> OofReport:
+    """Score each run and their weighted ensemble on the essays all of them predicted out of fold.
+
+    With ``fit_weights`` the weights are also fitted by coordinate search on a grid (steps of 0.1,
+    renormalised), keeping a change only when it raises the out-of-fold macro F1.
+    """
+    from .metric import score
+    from .spans import decode_essays
+    from .word_probs import average_word_probs
+
+    members = load_oof_members(paths)
+    member_weights = parse_weights(weights, len(members))
+    common = set(members[0].word_probs).intersection(*(member.word_probs for member in members[1:]))
+    if not common:
+        raise FbpError("the runs share no out-of-fold essays (were they trained on the same processed data?)")
+    essay_ids = sorted(common)
+    truth_spans = _read_truth(truth) if truth is not None else _processed_truth(paths)
+    truth_spans = truth_spans[truth_spans["id"].isin(common)]
+    decoding = _read_decoding(Path(decoding_file)) if decoding_file is not None else members[0].decoding
+    aligned = [{essay_id: member.word_probs[essay_id] for essay_id in essay_ids} for member in members]
+
+    def ensemble_score(candidate_weights: Sequence[float]) -> "MetricResult":  # noqa: F821
+        return score(decode_essays(average_word_probs(aligned, candidate_weights), decoding), truth_spans)
+
+    member_results = [score(decode_essays(probs, member.decoding), truth_spans) for probs, member in zip(aligned, members)]
+    report = OofReport([m.name for m in members], member_results, member_weights, ensemble_score(member_weights), len(essay_ids))
+    if fit_weights and len(members) > 1:
+        report.fitted_weights, report.fitted_result = _fit_weights(member_weights, report.ensemble_result, ensemble_score)
+    return report
+
+
+def _fit_weights(start: Sequence[float], start_result, evaluate, rounds: int = 3, grid: Sequence[float] = tuple(np.round(np.arange(0, 1.01, 0.1), 2))):
+    """Coordinate search: set one member's weight to each grid value (others rescaled), keep the best; repeat."""
+    best_weights, best_result = list(start), start_result
+    for _ in range(rounds):
+        improved = False
+        for member, value in itertools.product(range(len(best_weights)), grid):
+            others = sum(w for i, w in enumerate(best_weights) if i != member)
+            if others <= 0 or abs(best_weights[member] - value) < 1e-9 or value >= 1:
+                continue
+            candidate = [value if i == member else w / others * (1 - value) for i, w in enumerate(best_weights)]
+            result = evaluate(candidate)
+            if result.f1 > best_result.f1 + 1e-9:
+                best_weights, best_result, improved = candidate, result, True
+        if not improved:
+            break
+    return [round(w, 4) for w in best_weights], best_result
