@@ -4,8 +4,9 @@ Rules (Feedback Prize 2021), applied per class and essay:
 
 * a prediction and a ground truth *match* when each covers at least half of the other's words
   (``2 * |gt & pred| >= |gt|`` and ``2 * |gt & pred| >= |pred|``);
-* each ground truth keeps at most one match, the prediction with the highest overlap
-  ``|gt & pred| / min(|gt|, |pred|)`` (ties: the prediction that comes first in the input);
+* each ground truth keeps at most one match, the prediction with the highest overlap, which is
+  (as in Kaggle's scorer) the larger of the two ratios, ``|gt & pred| / min(|gt|, |pred|)``; ties go
+  to the prediction that comes first in the input;
   ground truths are keyed by essay and word set, so exact duplicates count once;
 * TP = kept matches, FP = predictions that no ground truth kept, FN = ground truths with no match;
 * class F1 = TP / (TP + (FP + FN) / 2); the score is the mean over the classes present in the truth.
@@ -18,7 +19,7 @@ for the usual contiguous span), and all candidate pairs of one essay and class a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -116,14 +117,19 @@ class MetricResult:
 # Parsing
 
 
-def parse_spans(frame: SpanFrame, source: str = "spans") -> SpanSet:
+def parse_spans(frame: SpanFrame, source: str = "spans", first_line: Optional[int] = None) -> SpanSet:
     """Validate and parse ``DataFrame[id, class, predictionstring]`` into a :class:`SpanSet`.
 
     The class column may also be called ``discourse_type`` (as in the competition's ``train.csv``).
-    Raises :class:`FbpError` naming ``source`` and the (1-based) data row for a missing column, an
-    unknown class, or a predictionstring that is not a non-empty list of word indices.
+    Raises :class:`FbpError` naming ``source`` and the row for a missing column, an unknown class, or
+    a predictionstring that is not a non-empty list of word indices. Rows are counted from 1, or
+    named as file lines when ``first_line`` (the line of the first row, 2 for a CSV) is given.
     """
-    class_column = "class" if "class" in frame.columns else "discourse_type"
+
+    def where(row: int) -> str:
+        return f"{source}, line {row + first_line - 1}" if first_line is not None else f"{source}, row {row}"
+
+    class_column = "discourse_type" if "class" not in frame.columns and "discourse_type" in frame.columns else "class"
     missing = [column for column in ("id", class_column, "predictionstring") if column not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns)) or "none"
@@ -132,15 +138,15 @@ def parse_spans(frame: SpanFrame, source: str = "spans") -> SpanSet:
     classes = _strings(frame[class_column])
     for column, values in (("id", essay_ids), (class_column, classes)):
         if values.null_count:
-            raise FbpError(f"{source}, row {_row(values.is_null())}: empty {column}")
+            raise FbpError(f"{where(_row(values.is_null()))}: empty {column}")
     # Class names -> codes through Arrow's dictionary (a handful of distinct strings).
     encoded = classes.dictionary_encode()
     name_codes = pd.Index(CLASSES).get_indexer(encoded.dictionary.to_pylist())
     class_codes = name_codes[encoded.indices.to_numpy(zero_copy_only=False)] if len(classes) else np.zeros(0, np.int64)
     if (class_codes < 0).any():
         row = _row(class_codes < 0)
-        raise FbpError(f"{source}, row {row}: unknown class {classes[row - 1].as_py()!r} (allowed: {', '.join(CLASSES)})")
-    words, word_offsets = _parse_word_lists(frame["predictionstring"], essay_ids, source)
+        raise FbpError(f"{where(row)}: unknown class {classes[row - 1].as_py()!r} (allowed: {', '.join(CLASSES)})")
+    words, word_offsets = _parse_word_lists(frame["predictionstring"], essay_ids, where)
     sizes, run_offsets, run_starts, run_ends = _runs(words, word_offsets)
     return SpanSet(essay_ids, class_codes.astype(np.int64), sizes, run_offsets, run_starts, run_ends)
 
@@ -176,18 +182,20 @@ def _row(mask) -> int:
     return int(np.argmax(np.asarray(mask))) + 1
 
 
-def _bad_word_list(row: int, strings: pd.Series, essay_ids: pa.Array, source: str, what: str) -> FbpError:
-    return FbpError(f"{source}, row {row} (essay {essay_ids[row - 1].as_py()}): predictionstring {strings.iloc[row - 1]!r} {what}")
+def _bad_word_list(row: int, strings: pd.Series, essay_ids: pa.Array, where: Callable[[int], str], what: str) -> FbpError:
+    value = strings.iloc[row - 1]
+    shown = f"predictionstring {value!r}" if isinstance(value, str) else "predictionstring"
+    return FbpError(f"{where(row)} (essay {essay_ids[row - 1].as_py()}): {shown} {what}")
 
 
-def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, source: str) -> Tuple[np.ndarray, np.ndarray]:
+def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, where: Callable[[int], str]) -> Tuple[np.ndarray, np.ndarray]:
     """Parse the whitespace-separated word indices of every row straight from the Arrow buffer.
 
     Returns the words of all rows concatenated and each row's offsets into them.
     """
     array = _strings(strings)
     if array.null_count:
-        raise _bad_word_list(_row(array.is_null()), strings, essay_ids, source, "is empty")
+        raise _bad_word_list(_row(array.is_null()), strings, essay_ids, where, "is empty")
     if len(array) == 0:
         return np.zeros(0, np.int64), np.zeros(1, np.int64)
     array = array.cast(pa.large_string())
@@ -197,7 +205,7 @@ def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, source: str) -> T
     row_offsets = row_offsets - row_offsets[0]
     empty_rows = row_offsets[1:] == row_offsets[:-1]
     if empty_rows.any():
-        raise _bad_word_list(_row(empty_rows), strings, essay_ids, source, "is empty")
+        raise _bad_word_list(_row(empty_rows), strings, essay_ids, where, "is empty")
 
     is_digit = (data - np.uint8(48)) < 10  # bytes below "0" wrap around, so one comparison
     n_digits = int(np.count_nonzero(is_digit))
@@ -207,7 +215,7 @@ def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, source: str) -> T
         bad = ~(is_digit | is_space)
         if bad.any():
             row = int(np.searchsorted(row_offsets, np.argmax(bad), side="right"))
-            raise _bad_word_list(row, strings, essay_ids, source, "is not a list of word indices")
+            raise _bad_word_list(row, strings, essay_ids, where, "is not a list of word indices")
         data = np.where(is_space, np.uint8(32), data)
 
     # A token ends at a digit followed by a non-digit or by the end of its row.
@@ -220,14 +228,14 @@ def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, source: str) -> T
     word_offsets = np.searchsorted(token_ends, row_offsets)
     no_words = word_offsets[1:] == word_offsets[:-1]
     if no_words.any():
-        raise _bad_word_list(_row(no_words), strings, essay_ids, source, "is empty")
+        raise _bad_word_list(_row(no_words), strings, essay_ids, where, "is empty")
 
     words, longest = _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width=4)
     if longest > 4:
         words, longest = _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width=8)
         if longest > 8:
             row = int(np.searchsorted(word_offsets, np.argmax(words < 0), side="right"))
-            raise _bad_word_list(row, strings, essay_ids, source, "has a word index of more than 8 digits")
+            raise _bad_word_list(row, strings, essay_ids, where, "has a word index of more than 8 digits")
     return words, word_offsets
 
 

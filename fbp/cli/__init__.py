@@ -6,3 +6,4 @@ from ._app import app, main  # noqa: F401
 from . import preprocess  # noqa: F401
 from . import demo_data  # noqa: F401
 from . import infer  # noqa: F401
+from . import evaluate  # noqa: F401

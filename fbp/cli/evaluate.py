@@ -1,0 +1,82 @@
+"""``fbp evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._app import app, console
+
+
+@app.command("evaluate")
+def evaluate_command(
+    pred: Path = typer.Argument(..., help="Submission CSV (id,class,predictionstring) or a run directory (its out-of-fold predictions).", show_default=False),
+    truth: Optional[Path] = typer.Option(
+        None, "--truth", "-t", help="Ground truth: Kaggle train.csv, a spans.parquet or a span CSV. Default for a run: its processed data's spans.parquet.", show_default=False
+    ),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file (macro F1 under \"f1\").", show_default=False),
+    tune: bool = typer.Option(False, "--tune", help="Run directory only: tune per-class min_words / min_confidence on the out-of-fold probabilities and save them for infer and ensemble."),
+) -> None:
+    """Score predictions with the competition metric: per-class TP, FP, FN, precision, recall, F1 and the macro F1.
+
+    A run directory is scored on its out-of-fold word probabilities, decoded with its decoding.json;
+    --tune searches better thresholds there and saves them (decoding.json and each fold's fbp.json).
+    """
+    from ..evaluate import evaluate
+    from ..run import write_atomic
+
+    evaluation = evaluate(pred, truth, tune=tune)
+    if evaluation.tuning is not None:
+        console.print(_tuning_table(evaluation.tuning))
+        for path in evaluation.saved:
+            console.print(f"saved thresholds: {path}", highlight=False)
+    console.print(_score_table(evaluation))
+    if json_path is not None:
+        import json
+
+        write_atomic(json_path, json.dumps(evaluation.to_dict(), indent=2))
+        console.print(f"wrote {json_path}", highlight=False)
+
+
+def _score_table(evaluation):
+    from rich.table import Table
+
+    result = evaluation.result
+    table = Table(
+        title=f"{evaluation.predictions} vs {evaluation.truth}",
+        caption=f"{evaluation.n_predicted:,} predicted spans, {evaluation.n_true:,} true spans, {evaluation.n_essays:,} essays",
+    )
+    for column in ("class", "TP", "FP", "FN", "precision", "recall", "F1"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, scores in result.per_class.items():
+        table.add_row(name, f"{scores.tp:,}", f"{scores.fp:,}", f"{scores.fn:,}", f"{scores.precision:.4f}", f"{scores.recall:.4f}", f"{scores.f1:.4f}")
+    totals = result.totals
+    table.add_section()
+    table.add_row("[bold]macro[/]", f"{totals.tp:,}", f"{totals.fp:,}", f"{totals.fn:,}", "", "", f"[bold]{result.f1:.4f}[/]")
+    if result.ignored_classes:
+        table.caption += f"; not scored (absent from the truth): {', '.join(result.ignored_classes)}"
+    return table
+
+
+def _tuning_table(report):
+    from rich.table import Table
+
+    table = Table(title="decoding thresholds tuned on out-of-fold predictions")
+    for column in ("class", "min_words", "min_confidence", "F1 before", "F1 after", "gain"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in report.classes:
+        gain = row.after.f1 - row.before.f1
+        table.add_row(
+            row.name,
+            f"{row.min_words_before} -> {row.min_words_after}",
+            f"{row.min_confidence_before:.3f} -> {row.min_confidence_after:.3f}",
+            f"{row.before.f1:.4f}",
+            f"{row.after.f1:.4f}",
+            f"[green]+{gain:.4f}[/]" if gain > 0 else f"{gain:+.4f}",
+        )
+    table.add_section()
+    gain = report.f1_after - report.f1_before
+    table.add_row("[bold]macro[/]", "", "", f"{report.f1_before:.4f}", f"[bold]{report.f1_after:.4f}[/]", f"{gain:+.4f}")
+    return table
