@@ -372,7 +372,7 @@ def _text(value: Any) -> str:
     if _missing(value):
         return "-"
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value:.4g}"
     return str(value)
 
 

@@ -247,6 +247,7 @@ def tune_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one rich line per trial instead
     study, study_storage = open_study(storage_url, study_name, config.training.seed)
+    trial_folds = _same_folds_as_before(study, trial_folds)
     recovered = recover_interrupted_trials(study, study_storage)
     done = finished_trials(study)
     console.print(f"study [bold]{study_name}[/] in {storage_url}: {done} of {n_trials} trials finished"
@@ -302,6 +303,20 @@ def tune_study(
             callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)), after_trial],
         )
     return _finish(study, base, tune_dir, storage_url, console)
+
+
+def _same_folds_as_before(study: "optuna.Study", trial_folds: Optional[List[int]]) -> Optional[List[int]]:
+    """The folds every trial of the study trains: recorded by the first invocation, kept by later ones."""
+    if "trial_folds" not in study.user_attrs:
+        study.set_user_attr("trial_folds", list(trial_folds) if trial_folds is not None else None)
+        return trial_folds
+    recorded = study.user_attrs["trial_folds"]
+    if trial_folds is None:
+        return recorded
+    if list(trial_folds) != recorded:
+        raise UsageError(f"the trials of study '{study.study_name}' train folds {recorded if recorded is not None else 'all'}; "
+                         "resume it with the same --fold (or none)")
+    return trial_folds
 
 
 def _max_epochs(config: Config) -> int:

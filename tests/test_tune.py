@@ -217,7 +217,9 @@ def test_cli_runs_the_search_with_the_training_function(tmp_path, monkeypatch):
     assert training.calls[0][0].training.weight_decay == 0.05
     resumed = invoke("tune", "-o", tmp_path / "t", "--trials", "3")  # no config: the study's own base config
     assert resumed.exit_code == 0, resumed.output
-    assert len(training.calls) == 3 and training.calls[2][0].data.train_folds is None
+    assert len(training.calls) == 3 and training.calls[2][0].data.train_folds == [1], "the study keeps its folds"
+    other_folds = invoke("tune", "-o", tmp_path / "t", "--trials", "4", "--fold", "0")
+    assert isinstance(other_folds.exception, UsageError) and "train folds [1]" in str(other_folds.exception)
 
 
 def test_wandb_sweep_config_mirrors_the_search_space(tmp_path):
