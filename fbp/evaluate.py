@@ -137,6 +137,8 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False) -> Ev
     and saves them (see :func:`save_decoding`).
     """
     pred = Path(pred)
+    if not pred.exists():
+        raise FbpError(f"predictions not found: {pred} (give a submission CSV or a run directory)")
     if pred.is_dir():
         return _evaluate_run(pred, truth, tune)
     if tune:

@@ -247,22 +247,32 @@ def _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width:
     """
     dtype = np.dtype(f"<u{width}")
     lanes = int.from_bytes(b"\x01" * width, "little")  # 0x0101...: one bit per byte lane
-    padded = np.zeros(len(data) + width - 1, np.uint8)
-    padded[width - 1 :] = data
-    # An unaligned view whose element i is the `width` bytes ending at data byte i: one gather reads a
-    # whole token, its last digit in the most significant byte.
-    byte_windows = np.ndarray(shape=(len(data),), dtype=dtype, buffer=padded, strides=(1,))
-    value = byte_windows[token_ends]
+    if len(data) < width:  # too short for one window: put spaces in front
+        pad = width - len(data)
+        data, is_digit = np.concatenate([np.full(pad, 32, np.uint8), data]), np.concatenate([np.zeros(pad, bool), is_digit])
+        token_ends, row_offsets = token_ends + pad, row_offsets + pad
+    # An unaligned view whose element i is the `width` bytes starting at data byte i: one gather reads
+    # a whole token, its last digit in the most significant byte.
+    byte_windows = np.ndarray(shape=(len(data) - width + 1,), dtype=dtype, buffer=data, strides=(1,))
+    window_starts = token_ends - (width - 1)
+    value = byte_windows[np.maximum(window_starts, 0)]
+    # The first tokens of the buffer may end before byte width - 1: move their bytes up into place.
+    early = np.flatnonzero(window_starts[: width - 1] < 0)
+    value[early] <<= (-window_starts[early] * 8).astype(dtype)
     # The first token of a row must not see the end of the previous row: clear those bytes.
     first_tokens = word_offsets[:-1]
     foreign_bytes = np.maximum(0, row_offsets[:-1] - token_ends[first_tokens] + width - 1).astype(dtype)
     value[first_tokens] &= (np.iinfo(dtype).max << (foreign_bytes * dtype.type(8))).astype(dtype)
     # Digits (0x30-0x39) have bit 4 set, spaces (0x20) and cleared bytes do not. Keep the lanes of the
     # unbroken run of digits that ends in the top lane: AND each lane with all lanes above it.
-    keep = (value >> dtype.type(4)) & dtype.type(lanes)
+    keep = value >> dtype.type(4)
+    keep &= dtype.type(lanes)
+    shifted = np.empty_like(keep)
     shift = 8
     while shift < 8 * width:
-        keep &= (keep >> dtype.type(shift)) | dtype.type(lanes & ~((1 << (8 * width - shift)) - 1))
+        np.right_shift(keep, dtype.type(shift), out=shifted)
+        shifted |= dtype.type(lanes & ~((1 << (8 * width - shift)) - 1))
+        keep &= shifted
         shift *= 2
     full = keep == lanes
     longest = width
@@ -275,7 +285,8 @@ def _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width:
             longest = width + 1
     else:
         longest = width - 1
-    value &= keep * dtype.type(0x0F)  # ASCII digit -> 0..9, everything else -> 0
+    keep *= dtype.type(0x0F)
+    value &= keep  # ASCII digit -> 0..9, everything else -> 0
     # Combine neighbouring lanes: 1-digit -> 2-digit -> 4-digit (-> 8-digit) numbers.
     multiplier, shift = 10, 8
     while shift < 8 * width:

@@ -257,3 +257,18 @@ def test_file_lines_are_named_when_asked():
 def test_long_word_indices_and_messy_whitespace_parse():
     parsed = parse_spans(spans(("a", "Claim", " 12345\t12346  12347 "), ("a", "Claim", "7")))
     assert parsed.run_starts.tolist() == [12345, 7] and parsed.run_ends.tolist() == [12348, 8]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [["1"], ["12"], ["5", "7"], ["1234", "9999 10000"], ["3", "4", "55555"], ["0 1 2", "99999999 1", " 42  9 ", "1\t2\n3"]],
+)
+def test_word_indices_parse_exactly(rows):
+    parsed = parse_spans(spans(*[("a", "Claim", row) for row in rows]))
+    expected = [sorted({int(word) for word in row.split()}) for row in rows]
+    assert parsed.sizes.tolist() == [len(words_of_row) for words_of_row in expected]
+    covered = [
+        sorted(word for run in range(parsed.run_offsets[i], parsed.run_offsets[i + 1]) for word in range(parsed.run_starts[run], parsed.run_ends[run]))
+        for i in range(len(rows))
+    ]
+    assert covered == expected
