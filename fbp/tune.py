@@ -239,7 +239,6 @@ def tune_study(
     tune_dir = Path(tune_dir)
     tune_dir.mkdir(parents=True, exist_ok=True)
     base = config.model_dump(mode="json")
-    _remember_base_config(tune_dir, config)
     study_name = study_name or config.name or tune_dir.resolve().name
     storage_url = storage or default_storage(tune_dir)
     if train_fn is None:
@@ -247,6 +246,7 @@ def tune_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one rich line per trial instead
     study, study_storage = open_study(storage_url, study_name, config.training.seed)
+    _remember_base_config(tune_dir, config)
     trial_folds = _same_folds_as_before(study, trial_folds)
     recovered = recover_interrupted_trials(study, study_storage)
     done = finished_trials(study)

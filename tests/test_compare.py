@@ -3,10 +3,9 @@
 import json
 
 import pytest
+from conftest import invoke
 from rich.console import Console
-from typer.testing import CliRunner
 
-from fbp.cli import app
 from fbp.compare import compare_runs, differing_settings, find_run_files, load_run, plot_epoch_f1, render_table, write_csv, write_json
 from fbp.config import Config
 from fbp.errors import FbpError, UsageError
@@ -181,12 +180,11 @@ def test_cli_compares_globbed_runs_and_exits_1_on_a_broken_file(runs, tmp_path, 
     from fbp.cli import _app
 
     monkeypatch.setattr(_app.console, "width", 250)
-    runner = CliRunner()
     files = [str(path) for path in sorted(runs.glob("*/run.json"))]  # as the shell expands runs/*/run.json
-    result = runner.invoke(app, ["compare", *files, "--sort", "cv_f1", "--csv", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "f1.png")])
+    result = invoke("compare", *files, "--sort", "cv_f1", "--csv", tmp_path / "t.csv", "--plot", tmp_path / "f1.png")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "t.csv").exists() and (tmp_path / "f1.png").exists()
-    alias = runner.invoke(app, ["compare-runs", *[str(p) for p in sorted(runs.iterdir())]])
+    alias = invoke("compare-runs", *sorted(runs.iterdir()))
     assert alias.exit_code == 0, alias.output
 
     (tmp_path / "broken.json").write_text("{")

@@ -18,15 +18,7 @@ from fbp.errors import FbpError, UsageError
 from fbp.labels import CLASSES
 from fbp.tune import open_study, run_sweep_trial, tune_study, wandb_sweep_config, write_wandb_sweep
 
-
-
-def invoke(*args):
-    """Run the ``fbp`` CLI in-process; return the click result."""
-    from typer.testing import CliRunner
-
-    from fbp.cli import app
-
-    return CliRunner().invoke(app, [str(arg) for arg in args])
+from conftest import invoke
 
 SEARCH = {
     "search.training.learning_rate": {"low": 1e-5, "high": 1e-3, "log": True},

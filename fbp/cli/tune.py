@@ -67,5 +67,4 @@ def sweep_trial_command(
     from ..config import load_config, parse_sets
     from ..tune import run_sweep_trial
 
-    params = parse_sets([f"{item}" for item in assignments or []])
-    run_sweep_trial(load_config(config_path), params, output)
+    run_sweep_trial(load_config(config_path), parse_sets(assignments), output)
