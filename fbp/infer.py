@@ -55,6 +55,12 @@ class EssayDir:
         """The essays' texts in ``ids`` order, read one at a time."""
         return (_read_essay(self.directory / f"{essay_id}.txt") for essay_id in self.ids)
 
+    # Iterating yields the texts; the length lets a progress bar show a total while essays stream.
+    __iter__ = texts
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
 
 def _read_essay(path: Path) -> str:
     try:
@@ -203,24 +209,11 @@ def predict_members(
 
                 Console(stderr=True).print(f"[bold]{checkpoint_dir}[/] (windows of {meta['max_length']}, stride {meta['stride']})")
             predictions = predict_word_probs(
-                checkpoint.model, checkpoint.tokenizer, _sized(essays.texts(), len(essays.ids)), meta["max_length"], meta["stride"], batch_size, device, progress
+                checkpoint.model, checkpoint.tokenizer, essays, meta["max_length"], meta["stride"], batch_size, device, progress
             )
             for essay_index, word_probs in predictions:
                 total.add(essay_index, word_probs, weight / len(member.checkpoints))
             del checkpoint
-
-
-class _sized:
-    """An iterator that knows its length, so the progress bar can show a total while essays stream."""
-
-    def __init__(self, iterator: Iterator[str], length: int):
-        self.iterator, self.length = iterator, length
-
-    def __iter__(self) -> Iterator[str]:
-        return self.iterator
-
-    def __len__(self) -> int:
-        return self.length
 
 
 def decode_all(essays: EssayDir, total: WordProbSum, decoding: DecodingConfig) -> "pd.DataFrame":  # noqa: F821
@@ -259,11 +252,13 @@ def probs_path(target: Path) -> Path:
 
 def default_device(device: Optional[str]) -> str:
     """``cuda`` when a GPU is there and no device was asked for, else ``cpu``."""
-    if device:
-        return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA GPU is available here (use --device cpu)")
+    return device
 
 
 @dataclass

@@ -179,8 +179,9 @@ def save_checkpoint(directory: Union[str, Path], model: Any, tokenizer: Any, fbp
     meta = {"fbp_version": __version__, **fbp_meta}
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     try:
-        model.save_pretrained(staging)  # safetensors is the only format transformers 5 writes
-        tokenizer.save_pretrained(staging)
+        with quiet_transformers():
+            model.save_pretrained(staging)  # safetensors is the only format transformers 5 writes
+            tokenizer.save_pretrained(staging)
         (staging / FBP_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if any(staging.glob("*.bin")):
             raise FbpError(f"refusing to save {directory}: weights were not written as safetensors")

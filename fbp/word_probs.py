@@ -163,11 +163,11 @@ def predict_word_probs(
                     probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
                     for row, k in enumerate(batch_indices):
                         token_probs[k] = probs[row, : len(features[k]["input_ids"])]
+                    bar.update(task, advance=len(chunk) * len(batch_indices) / len(windows))  # smooth progress within a chunk
                 n_words = [len(text.split()) for text in chunk]
                 for offset, essay_probs in enumerate(stitch_word_probs(token_probs, meta, n_words)):
                     yield first_index + offset, essay_probs
                 first_index += len(chunk)
-                bar.update(task, advance=len(chunk))
     finally:
         model.train(was_training)
         if model_device != device:
@@ -185,10 +185,11 @@ def _autocast_for(device: "torch.device") -> Any:
 
 
 class EssaysPerSecond(ProgressColumn):
-    """A rich progress column showing essays per second (rich's own speed column assumes bytes)."""
+    """A rich progress column showing essays per second (rich's own speed column assumes bytes and needs many updates)."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        elapsed = task.finished_time if task.finished else task.elapsed
+        speed = task.completed / elapsed if elapsed else None
         return Text(f"{speed:.1f} essays/s" if speed else "- essays/s", style="progress.data.speed")
 
 
