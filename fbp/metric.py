@@ -19,6 +19,7 @@ for the usual contiguous span), and all candidate pairs of one essay and class a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
@@ -405,6 +406,11 @@ class MatchTable:
     truth_classes: np.ndarray  # class code of each distinct ground truth
     pred_classes: np.ndarray  # class code of each prediction
 
+    @cached_property
+    def truth_per_class(self) -> np.ndarray:
+        """Number of distinct ground truths of each class."""
+        return np.bincount(self.truth_classes, minlength=len(CLASSES))
+
     def counts(self, pred_kept: Optional[np.ndarray] = None) -> np.ndarray:
         """``(n_classes, 3)`` array of TP, FP, FN, counting only predictions where ``pred_kept`` is true."""
         n_classes = len(CLASSES)
@@ -419,7 +425,7 @@ class MatchTable:
         kept_preds = np.zeros(len(self.pred_classes), bool)
         kept_preds[pred_index[first]] = True  # a prediction kept by two ground truths is one prediction
         fp = np.bincount(pred_classes, minlength=n_classes) - np.bincount(self.pred_classes[kept_preds], minlength=n_classes)
-        fn = np.bincount(self.truth_classes, minlength=n_classes) - tp
+        fn = self.truth_per_class - tp
         return np.stack([tp, fp, fn], axis=1)
 
     def of_class(self, class_code: int) -> "MatchTable":
@@ -433,7 +439,7 @@ class MatchTable:
     def result(self, pred_kept: Optional[np.ndarray] = None) -> MetricResult:
         """The :class:`MetricResult` of the predictions where ``pred_kept`` is true (all if None)."""
         counts = self.counts(pred_kept)
-        n_truth = np.bincount(self.truth_classes, minlength=len(CLASSES))
+        n_truth = self.truth_per_class
         pred_classes = self.pred_classes if pred_kept is None else self.pred_classes[pred_kept]
         n_pred = np.bincount(pred_classes, minlength=len(CLASSES))
         per_class = {name: ClassScore(*map(int, counts[code])) for code, name in enumerate(CLASSES) if n_truth[code]}
