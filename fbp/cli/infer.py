@@ -106,27 +106,32 @@ def ensemble(
     _print_result(result, started)
 
 
+SHORT_CLASS_NAMES = {"Counterclaim": "Counter", "Concluding Statement": "Concluding"}
+
+
 def _print_oof_report(report) -> None:
     from ..labels import CLASSES
 
     table = Table(title=f"out-of-fold F1 on {report.essays:,} essays shared by all members", title_justify="left")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     table.add_column("weight", justify="right")
     table.add_column("macro F1", justify="right", style="bold")
     for name in CLASSES:
-        table.add_column(name[:12], justify="right")
+        table.add_column(SHORT_CLASS_NAMES.get(name, name), justify="right")
     rows = [(name, f"{weight:.2f}", result) for name, weight, result in zip(report.members, report.weights, report.member_results)]
     rows.append(("ensemble", "", report.ensemble_result))
     if report.fitted_result is not None:
-        rows.append(("ensemble, fitted weights", ",".join(f"{w:g}" for w in report.fitted_weights), report.fitted_result))
+        rows.append(("ensemble, fitted weights", "fitted", report.fitted_result))
     best = max(result.f1 for _, _, result in rows)
     for name, weight, result in rows:
         per_class = result.class_f1()
-        style = "green" if result.f1 == best else None
-        table.add_row(name, weight, f"{result.f1:.4f}", *(f"{per_class[c]:.3f}" if c in per_class else "-" for c in CLASSES), style=style)
+        table.add_row(name, weight, f"{result.f1:.4f}", *(f"{per_class[c]:.3f}" if c in per_class else "-" for c in CLASSES), style="green" if result.f1 == best else None)
     console.print(table)
     best_member = max(result.f1 for result in report.member_results)
     final = report.fitted_result or report.ensemble_result
     console.print(f"ensemble {final.f1:.4f} vs best single member {best_member:.4f} ({final.f1 - best_member:+.4f})")
     if report.fitted_weights is not None:
-        console.print(f"fitted weights: [bold]--weights {','.join(f'{w:g}' for w in report.fitted_weights)}[/]")
+        if report.fitted_result.f1 > report.ensemble_result.f1:
+            console.print(f"fitted weights: [bold]--weights {','.join(f'{w:g}' for w in report.fitted_weights)}[/]")
+        else:
+            console.print("fitting found no weights better than the ones given; keeping them")
