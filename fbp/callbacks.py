@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 
 from .labels import CLASSES
 
-SHORT_NAMES = {"Lead": "Lead", "Position": "Posit", "Claim": "Claim", "Counterclaim": "Counter", "Rebuttal": "Rebut", "Evidence": "Evid", "Concluding Statement": "Concl"}
+SHORT_NAMES = {"Lead": "Lead", "Position": "Posit", "Claim": "Claim", "Counterclaim": "Count", "Rebuttal": "Rebut", "Evidence": "Evid", "Concluding Statement": "Concl"}
 
 
 def metric_key(class_name: str) -> str:
@@ -50,12 +50,12 @@ def epoch_records(log_history: List[Dict]) -> List[Dict]:
 def _row_table(show_header: bool) -> Table:
     # Fixed widths so that rows printed one per epoch line up under the header printed at the start of a fold.
     table = Table(show_header=show_header, show_edge=False, box=None, pad_edge=False, header_style="bold")
-    table.add_column("epoch", justify="right", width=5)
-    table.add_column("loss", justify="right", width=6)
-    table.add_column("F1", justify="right", width=6, style="bold")
+    table.add_column("epoch", justify="right", width=5, no_wrap=True)
+    table.add_column("loss", justify="right", width=6, no_wrap=True)
+    table.add_column("F1", justify="right", width=5, style="bold", no_wrap=True)
     for name in CLASSES:
-        table.add_column(SHORT_NAMES[name], justify="right", width=7)
-    table.add_column("verdict", width=36, no_wrap=True)
+        table.add_column(SHORT_NAMES[name], justify="right", width=5, no_wrap=True)
+    table.add_column("verdict", min_width=34, no_wrap=True)
     return table
 
 
@@ -76,8 +76,10 @@ class EpochReportCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_f1" not in metrics:
             return
-        # The Trainer updates best_metric after this call, so state still holds the previous best.
-        records = epoch_records(state.log_history + [{**metrics, "epoch": state.epoch}])
+        # The Trainer logs the metrics before this call but updates best_metric after it, so state holds
+        # this epoch's numbers and the previous best.
+        logged = state.log_history and "eval_f1" in state.log_history[-1]
+        records = epoch_records(state.log_history if logged else state.log_history + [{**metrics, "epoch": state.epoch}])
         record, f1, best = records[-1], metrics["eval_f1"], state.best_metric
         if best is None:
             verdict = f"[green]F1 {f1:.3f}: first epoch, saved[/]"

@@ -22,7 +22,6 @@ from transformers import Trainer, TrainerCallback
 
 from .callbacks import metric_key
 from .config import DecodingConfig
-from .labels import CLASSES
 
 
 class WordLevelTrainer(Trainer):
@@ -47,11 +46,11 @@ class FoldEvaluator(TrainerCallback):
     across a resume.
     """
 
-    def __init__(self, val_essays: pd.DataFrame, spans: pd.DataFrame, val_windows, decoding: DecodingConfig, work_dir: Path):
+    def __init__(self, val_essays: pd.DataFrame, spans: pd.DataFrame, val_windows_meta, decoding: DecodingConfig, work_dir: Path):
         self.essay_ids = val_essays["id"].tolist()
         self.n_words = val_essays["n_words"].astype(int).tolist()
         self.truth = spans[spans["id"].isin(set(self.essay_ids))]
-        self.val_windows = val_windows
+        self.val_windows_meta = val_windows_meta
         self.decoding = decoding
         self.work_dir = Path(work_dir)
         self.is_main = PartialState().is_main_process
@@ -71,7 +70,7 @@ class FoldEvaluator(TrainerCallback):
         from .word_probs import save_word_probs, stitch_word_probs
 
         token_probs = eval_prediction.predictions
-        per_essay = stitch_word_probs(token_probs, self.val_windows.meta, self.n_words)
+        per_essay = stitch_word_probs(token_probs, self.val_windows_meta, self.n_words)
         word_probs = dict(zip(self.essay_ids, per_essay))
         result = score(decode_essays(word_probs, self.decoding), self.truth)
         if self.is_main:
@@ -79,9 +78,7 @@ class FoldEvaluator(TrainerCallback):
         now = time.monotonic()
         metrics = {"f1": float(result.f1), "epoch_seconds": round(now - self.last_time, 1)}
         self.last_time = now
-        for name in CLASSES:
-            if name in result.per_class:
-                metrics[metric_key(name)] = float(result.per_class[name]["f1"])
+        metrics.update({metric_key(name): f1 for name, f1 in result.class_f1().items()})
         return metrics
 
     def on_save(self, args, state, control, **kwargs):

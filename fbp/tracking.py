@@ -8,11 +8,9 @@ import os
 from contextlib import contextmanager
 from urllib.parse import urlparse
 
-from rich.console import Console
-
 from .config import Config
+from .output import err_console as console
 
-console = Console(stderr=True)
 
 
 def wandb_logged_in() -> bool:
@@ -62,7 +60,7 @@ def start_wandb_run(config: Config, run, fold: int, is_main: bool):
         mode = "offline"
         wandb_run = wandb.init(mode=mode, settings=wandb.Settings(silent=True), **init_args)
     if mode == "offline":
-        console.print(f"[dim]wandb offline: {run.path / 'wandb'} (upload later with `wandb sync {run.path}/wandb/offline-run-*`)[/]")
+        console.print(soft_wrap=True, *[f"[dim]wandb offline: {run.path / 'wandb'} (upload later with `wandb sync {run.path}/wandb/offline-run-*`)[/]"])
     try:
         yield wandb_run
     except BaseException:

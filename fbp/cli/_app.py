@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
 from .. import __version__
 from ..errors import FbpError
 
-console = Console()
-err_console = Console(stderr=True)
+from ..output import console, err_console  # noqa: E402,F401  (one pair of consoles for the CLI and the library)
 
 app = typer.Typer(
     name="fbp",

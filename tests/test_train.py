@@ -1,0 +1,150 @@
+"""``fbp train`` on the demo corpus with a tiny random model: run directory, best epoch, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fbp.config import load_config
+from fbp.errors import FbpError, UsageError
+from fbp.labels import CLASSES, NUM_LABELS
+
+
+
+def tiny_config(processed: Path, model: Path, **overrides):
+    settings = {
+        "data.processed_dir": str(processed), "model.name": str(model), "training.epochs": 2,
+        "training.batch_size": 4, "training.learning_rate": 1e-3, "windows.max_length": 128, "windows.stride": 32,
+        "tracking.wandb": "offline",
+    }
+    settings.update(overrides)
+    return load_config(None, settings)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, processed_demo, tiny_model_dir):
+    from fbp.train import train_run
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    summary = train_run(tiny_config(processed_demo, tiny_model_dir, **{"data.train_folds": [0, 1]}), run_dir)
+    return run_dir, summary
+
+
+def test_run_directory_holds_the_contract(trained_run, processed_demo):
+    from fbp.data import load_processed
+    from fbp.word_probs import load_word_probs
+
+    run_dir, summary = trained_run
+    assert {"name", "model", "config", "cv_f1", "cv_per_class", "folds"} <= set(summary)
+    assert (run_dir / "config.yaml").exists() and (run_dir / "decoding.json").exists()
+    assert [f["fold"] for f in summary["folds"]] == [0, 1]
+    assert summary["status"] == "partial"  # fold 2 was not trained
+    for fold in summary["folds"]:
+        epochs = fold["epochs"]
+        assert [e["epoch"] for e in epochs] == [1, 2]
+        best = max(epochs, key=lambda e: e["f1"])
+        assert fold["best_epoch"] == best["epoch"] and fold["best_f1"] == pytest.approx(best["f1"])
+        assert epochs[0]["saved"] and set(epochs[0]["per_class"]) == set(CLASSES)
+        assert epochs[1]["saved"] == (epochs[1]["f1"] > epochs[0]["f1"])
+        checkpoint = run_dir / f"fold_{fold['fold']}"
+        assert {"config.json", "model.safetensors", "fbp.json", "tokenizer.json"} <= {p.name for p in checkpoint.iterdir()}
+        assert not list(checkpoint.glob("*.bin")) and not list(checkpoint.glob("checkpoint-*"))
+        meta = json.loads((checkpoint / "fbp.json").read_text())
+        assert meta["max_length"] == 128 and meta["stride"] == 32 and meta["best_epoch"] == fold["best_epoch"]
+    assert not (run_dir / ".work").exists(), "the Trainer's epoch checkpoints are removed once a fold ends"
+    essays = load_processed(processed_demo).essays
+    validation = essays[essays["fold"].isin([0, 1])]
+    oof = load_word_probs(run_dir / "oof_word_probs.npz")
+    assert set(oof) == set(validation["id"])
+    for essay_id, n_words in zip(validation["id"], validation["n_words"]):
+        assert oof[essay_id].shape == (n_words, NUM_LABELS)
+        np.testing.assert_allclose(oof[essay_id].sum(axis=1), 1.0, atol=0.02)
+
+
+def test_wandb_offline_files_appear(trained_run):
+    run_dir, _ = trained_run
+    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2, "one wandb run per fold"
+    assert all(list(r.glob("*.wandb")) for r in offline_runs)
+
+
+def test_the_saved_checkpoint_loads_offline_in_a_pipeline(trained_run):
+    from transformers import pipeline
+
+    run_dir, _ = trained_run
+    tagger = pipeline("token-classification", model=str(run_dir / "fold_0"))
+    assert tagger.model.config.id2label[1].startswith("B-")
+    assert isinstance(tagger("Some people argue that phones distract students."), list)
+
+
+def test_an_interrupted_run_resumes_without_repeating_finished_work(tmp_path, processed_demo, tiny_model_dir):
+    from fbp.train import train_run
+
+    config = tiny_config(processed_demo, tiny_model_dir, **{"data.train_folds": [0, 1], "tracking.wandb": "disabled"})
+    run_dir = tmp_path / "run"
+
+    def stop_in_fold_1(fold, epoch, f1):
+        if fold == 1 and epoch == 2:  # epoch 1 of fold 1 is checkpointed by then, as after a Ctrl-C in epoch 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, run_dir, epoch_callback=stop_in_fold_1)
+    assert [f["fold"] for f in json.loads((run_dir / "run.json").read_text())["folds"]] == [0]
+    fold_0_written = (run_dir / "fold_0" / "model.safetensors").stat().st_mtime_ns
+    assert list((run_dir / ".work" / "fold_1").glob("checkpoint-*")), "epoch 1 of fold 1 was checkpointed"
+
+    seen = []
+    summary = train_run(config, run_dir, epoch_callback=lambda fold, epoch, f1: seen.append((fold, epoch)))
+    assert seen == [(1, 2)], "fold 0 is skipped and fold 1 continues at epoch 2"
+    assert (run_dir / "fold_0" / "model.safetensors").stat().st_mtime_ns == fold_0_written
+    assert [e["epoch"] for e in summary["folds"][1]["epochs"]] == [1, 2]
+    assert summary["cv_f1"] is not None
+
+
+def test_bad_requests_are_clear_errors_and_overwrite_nothing(tmp_path, processed_demo, tiny_model_dir, trained_run):
+    from fbp.train import train_run
+
+    with pytest.raises(UsageError, match="fold 7 does not exist"):
+        train_run(tiny_config(processed_demo, tiny_model_dir, **{"data.train_folds": [7]}), tmp_path / "a")
+    with pytest.raises(FbpError):
+        train_run(tiny_config(tmp_path / "nowhere", tiny_model_dir), tmp_path / "b")
+    run_dir, _ = trained_run
+    before = (run_dir / "config.yaml").read_text()
+    with pytest.raises(UsageError, match="holds a different run"):
+        train_run(tiny_config(processed_demo, tiny_model_dir, **{"training.learning_rate": 0.5}), run_dir)
+    assert (run_dir / "config.yaml").read_text() == before
+
+
+def fbp(*args) -> subprocess.CompletedProcess:
+    """The real ``fbp`` process, whose error handler turns errors into a message and an exit code."""
+    return subprocess.run([sys.executable, "-m", "fbp", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_rejects_bad_settings_with_exit_code_2_and_no_traceback(processed_demo, tiny_model_dir, tmp_path):
+    result = fbp("train", "--data", processed_demo, "--model", tiny_model_dir, "--set", "windows.stride=600", "-o", tmp_path / "r")
+    assert result.returncode == 2 and "stride (600) must be smaller than max_length (512)" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
+    result = fbp("train", "--data", processed_demo, "--set", "training.learnin_rate=1", "-o", tmp_path / "r")
+    assert result.returncode == 2 and "unknown key 'training.learnin_rate'" in result.stderr
+    result = fbp("train", "--data", tmp_path / "missing", "--model", tiny_model_dir, "-o", tmp_path / "r")
+    assert result.returncode == 1 and "missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_training_under_torchrun_with_two_processes(tmp_path, processed_demo, tiny_model_dir):
+    """DDP through the Trainer: 2 CPU processes (gloo) train one fold together."""
+    run_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "fbp", "train",
+        "--data", str(processed_demo), "--model", str(tiny_model_dir), "--fold", "0", "--epochs", "1", "--wandb", "disabled",
+        "--set", "windows.max_length=128", "--set", "windows.stride=32", "--set", "training.batch_size=4", "-o", str(run_dir),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == [0] and (run_dir / "fold_0" / "model.safetensors").exists()
