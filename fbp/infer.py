@@ -19,7 +19,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -124,19 +124,21 @@ def parse_weights(raw: Optional[Sequence[str]], n_members: int) -> List[float]:
     return [weight / sum(weights) for weight in weights]
 
 
-def resolve_decoding(members: Sequence[Member], decoding_file: Optional[Path] = None) -> DecodingConfig:
-    """The decoding thresholds: ``decoding_file`` if given, else the first run's ``decoding.json`` (tuned
-    thresholds land there), else the first checkpoint's ``fbp.json``, else fbp's defaults."""
+def resolve_decoding(members: Sequence[Member], decoding_file: Optional[Path] = None) -> Tuple[DecodingConfig, str]:
+    """The decoding thresholds and where they come from: ``decoding_file`` if given, else the first
+    run's ``decoding.json`` (tuned thresholds land there), else the first checkpoint's ``fbp.json``,
+    else fbp's defaults."""
     if decoding_file is not None:
-        return _read_decoding(Path(decoding_file))
+        return _read_decoding(Path(decoding_file)), str(decoding_file)
     for member in members:
         if member.run_dir is not None and (member.run_dir / "decoding.json").exists():
-            return _read_decoding(member.run_dir / "decoding.json")
+            return _read_decoding(member.run_dir / "decoding.json"), str(member.run_dir / "decoding.json")
         if member.checkpoints:
+            source = member.checkpoints[0] / "fbp.json"
             stored = read_checkpoint_meta(member.checkpoints[0]).get("decoding")
             if stored:
-                return _validate_decoding(stored, f"{member.checkpoints[0]}/fbp.json")
-    return DecodingConfig()
+                return _validate_decoding(stored, str(source)), str(source)
+    return DecodingConfig(), "fbp's defaults"
 
 
 def _run_decoding(run_dir: Path) -> DecodingConfig:
@@ -271,6 +273,7 @@ class PredictionResult:
     probs_file: Optional[Path]
     html_dir: Optional[Path]
     decoding: DecodingConfig
+    decoding_source: str
     checkpoints: int
 
 
@@ -294,7 +297,7 @@ def predict_directory(
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     members = resolve_members(paths)
     member_weights = parse_weights(weights, len(members))
-    decoding = resolve_decoding(members, decoding_file)
+    decoding, decoding_source = resolve_decoding(members, decoding_file)
     essays = EssayDir.scan(input_dir)
     truth_spans = _read_truth(truth) if truth is not None else None
     device = default_device(device)
@@ -316,7 +319,7 @@ def predict_directory(
 
         write_html_report(html_dir, zip(essays.ids, essays.texts()), spans, truth_spans)
     n_checkpoints = sum(len(member.checkpoints) for member in members)
-    return PredictionResult(len(essays.ids), spans, output, saved, html_dir, decoding, n_checkpoints)
+    return PredictionResult(len(essays.ids), spans, output, saved, html_dir, decoding, decoding_source, n_checkpoints)
 
 
 def _read_truth(path: Path) -> "pd.DataFrame":  # noqa: F821

@@ -31,7 +31,7 @@ def _print_result(result, started: float) -> None:
         f"(loading included): {len(result.spans):,} spans"
     )
     counts = result.spans["class"].value_counts()
-    table = Table(title="predicted spans per class", title_justify="left")
+    table = Table(title=f"predicted spans per class (thresholds from {result.decoding_source})", title_justify="left")
     table.add_column("class")
     table.add_column("spans", justify="right")
     table.add_column("min words", justify="right")
