@@ -1,0 +1,126 @@
+"""Inference speed on CPU: fbp's streaming, length-batched prediction vs the naive per-essay loop.
+
+Both sides start from the same essays on disk and the same MiniLM token classifier, use the same
+windows (max_length 512, stride 128) and end with the same word probabilities (n_words, 15) per
+essay, stitched the same way; they differ only in how windows reach the model:
+
+- naive: one forward pass per essay over its windows, every window padded to max_length (the usual
+  notebook loop);
+- fbp: ``fbp.word_probs.predict_word_probs``, the core of ``fbp infer``: essays streamed in chunks,
+  windows sorted by length and batched, each batch padded only to its longest window,
+  ``torch.inference_mode``.
+
+Each side runs in its own fresh process, so its peak resident memory (ru_maxrss) is its own.
+Essays: a fixed random sample from ../shared/data when present, else the generated demo corpus.
+
+    python bench/bench_infer.py [--essays 200] [--batch-size 16] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "feedback-prize-2021" / "train"
+MAX_LENGTH, STRIDE = 512, 128
+
+
+def essay_paths(n_essays: int, scratch: Path) -> tuple[list[Path], str]:
+    """A fixed sample of essay files: the shared Kaggle data if present, else the demo corpus."""
+    if SHARED_TRAIN.is_dir():
+        paths = sorted(SHARED_TRAIN.glob("*.txt"))
+        return sorted(random.Random(0).sample(paths, min(n_essays, len(paths)))), f"{SHARED_TRAIN} (random sample, seed 0)"
+    from fbp.demo import generate_demo_corpus
+
+    generate_demo_corpus(scratch / "demo", n_essays=n_essays, seed=0)
+    return sorted((scratch / "demo" / "train").glob("*.txt"))[:n_essays], "fbp demo corpus (seed 0)"
+
+
+def naive_word_probs(model, tokenizer, texts):
+    """The notebook loop: each essay alone, its windows padded to max_length."""
+    import torch
+
+    from fbp.windows import make_windows, window_metadata
+    from fbp.word_probs import stitch_word_probs
+
+    for text in texts:
+        windows = make_windows(tokenizer, [text], MAX_LENGTH, STRIDE)
+        batch = tokenizer.pad([{"input_ids": w["input_ids"], "attention_mask": w["attention_mask"]} for w in windows],
+                              padding="max_length", max_length=MAX_LENGTH, return_tensors="pt")
+        with torch.no_grad():
+            probs = torch.softmax(model(**batch).logits, dim=-1).numpy()
+        yield stitch_word_probs(list(probs), window_metadata(windows), [len(text.split())])[0]
+
+
+def run_side(side: str, checkpoint: str, paths: list[str], batch_size: int, threads: int, results) -> None:
+    """Runs in a fresh process: load the checkpoint, predict every essay, report time, words and peak RSS."""
+    import torch
+
+    from fbp.model import load_checkpoint
+    from fbp.word_probs import predict_word_probs
+
+    torch.set_num_threads(threads)
+    loaded = load_checkpoint(checkpoint)
+    texts = (Path(path).read_text(encoding="utf-8") for path in paths)
+    started = time.perf_counter()
+    if side == "naive":
+        outputs = naive_word_probs(loaded.model, loaded.tokenizer, texts)
+    else:
+        outputs = (probs for _, probs in predict_word_probs(loaded.model, loaded.tokenizer, texts, MAX_LENGTH, STRIDE, batch_size, progress=False))
+    checksum, words = 0.0, 0
+    for word_probs in outputs:
+        checksum += float(word_probs[:, 0].sum())
+        words += len(word_probs)
+    seconds = time.perf_counter() - started
+    results.put({"side": side, "seconds": seconds, "words": words, "checksum": checksum, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--essays", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    from fbp.config import ModelConfig
+    from fbp.model import load_model_for_training, load_tokenizer, save_checkpoint
+    from fbp.windows import make_windows
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        paths, source = essay_paths(args.essays, scratch)
+        tokenizer = load_tokenizer("minilm")
+        checkpoint = save_checkpoint(scratch / "minilm", load_model_for_training("minilm", ModelConfig()), tokenizer,
+                                     {"max_length": MAX_LENGTH, "stride": STRIDE, "label_subtokens": "first", "model": "minilm"})
+        texts = [path.read_text(encoding="utf-8") for path in paths]
+        windows = make_windows(tokenizer, texts, MAX_LENGTH, STRIDE)
+        real_tokens = sum(len(w["input_ids"]) for w in windows)
+        print(f"essays: {len(paths)} from {source}; {sum(len(t.split()) for t in texts):,} words, {len(windows)} windows, "
+              f"{real_tokens:,} real tokens ({len(windows) * MAX_LENGTH:,} when padded to {MAX_LENGTH})")
+        print(f"model: packaged MiniLM (6 layers, 384 hidden) + token-classification head; CPU, torch threads {args.threads}; "
+              f"windows {MAX_LENGTH}/stride {STRIDE}; fbp batch size {args.batch_size}; python {sys.version.split()[0]}")
+        context = multiprocessing.get_context("spawn")
+        results = context.Queue()
+        measured = {}
+        for side in ("naive", "fbp"):
+            process = context.Process(target=run_side, args=(side, str(checkpoint), [str(p) for p in paths], args.batch_size, args.threads, results))
+            process.start()
+            measured[side] = results.get()
+            process.join()
+    naive, fbp = measured["naive"], measured["fbp"]
+    print(f"\n{'':8}{'seconds':>10}{'essays/s':>10}{'peak RSS MB':>13}")
+    for side in ("naive", "fbp"):
+        row = measured[side]
+        print(f"{side:8}{row['seconds']:>10.1f}{len(paths) / row['seconds']:>10.2f}{row['peak_rss_mb']:>13.0f}")
+    print(f"\nspeed-up fbp / naive: {naive['seconds'] / fbp['seconds']:.2f}x "
+          f"(same word probabilities: checksums {naive['checksum']:.3f} vs {fbp['checksum']:.3f}, {naive['words']:,} words each)")
+
+
+if __name__ == "__main__":
+    main()
