@@ -208,6 +208,35 @@ def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, where: Callable[[
     if empty_rows.any():
         raise _bad_word_list(_row(empty_rows), strings, essay_ids, where, "is empty")
 
+    # Chunks of whole rows, ~1 MB of text each: the temporaries stay in cache and get reused.
+    chunk_rows = np.unique(np.searchsorted(row_offsets, np.arange(0, row_offsets[-1], _CHUNK_BYTES), side="right") - 1)
+    chunk_rows = np.append(chunk_rows, len(array))
+    words, counts = [], []
+    for first_row, end_row in zip(chunk_rows[:-1].tolist(), chunk_rows[1:].tolist()):
+        offsets = row_offsets[first_row : end_row + 1]
+        try:
+            chunk_words, chunk_counts = _parse_chunk(data[offsets[0] : offsets[-1]], offsets - offsets[0])
+        except _BadRow as bad:
+            raise _bad_word_list(first_row + bad.row + 1, strings, essay_ids, where, bad.what) from None
+        words.append(chunk_words)
+        counts.append(chunk_counts)
+    word_offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+    return np.concatenate(words) if len(words) > 1 else words[0], word_offsets
+
+
+_CHUNK_BYTES = 1 << 20
+
+
+class _BadRow(Exception):
+    """A row of a chunk that is not a list of word indices (0-based row within the chunk)."""
+
+    def __init__(self, row: int, what: str):
+        super().__init__(what)
+        self.row, self.what = row, what
+
+
+def _parse_chunk(data: np.ndarray, row_offsets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Words of consecutive rows (``data[row_offsets[i]:row_offsets[i + 1]]``, none empty) and each row's word count."""
     is_digit = (data - np.uint8(48)) < 10  # bytes below "0" wrap around, so one comparison
     n_digits = int(np.count_nonzero(is_digit))
     if n_digits + int(np.count_nonzero(data == 32)) != len(data):
@@ -215,8 +244,7 @@ def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, where: Callable[[
         is_space = np.isin(data, np.frombuffer(b" \t\r\n\x0b\x0c", np.uint8))
         bad = ~(is_digit | is_space)
         if bad.any():
-            row = int(np.searchsorted(row_offsets, np.argmax(bad), side="right"))
-            raise _bad_word_list(row, strings, essay_ids, where, "is not a list of word indices")
+            raise _BadRow(int(np.searchsorted(row_offsets, np.argmax(bad), side="right")) - 1, "is not a list of word indices")
         data = np.where(is_space, np.uint8(32), data)
 
     # A token ends at a digit followed by a non-digit or by the end of its row.
@@ -227,17 +255,16 @@ def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, where: Callable[[
     ends_mask[row_lasts] = is_digit[row_lasts]
     token_ends = np.flatnonzero(ends_mask)
     word_offsets = np.searchsorted(token_ends, row_offsets)
-    no_words = word_offsets[1:] == word_offsets[:-1]
-    if no_words.any():
-        raise _bad_word_list(_row(no_words), strings, essay_ids, where, "is empty")
+    counts = np.diff(word_offsets)
+    if not counts.all():
+        raise _BadRow(int(np.argmin(counts)), "is empty")
 
     words, longest = _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width=4)
     if longest > 4:
         words, longest = _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width=8)
         if longest > 8:
-            row = int(np.searchsorted(word_offsets, np.argmax(words < 0), side="right"))
-            raise _bad_word_list(row, strings, essay_ids, where, "has a word index of more than 8 digits")
-    return words, word_offsets
+            raise _BadRow(int(np.searchsorted(word_offsets, np.argmax(words < 0), side="right")) - 1, "has a word index of more than 8 digits")
+    return words, counts
 
 
 def _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width: int) -> Tuple[np.ndarray, int]:
@@ -356,12 +383,8 @@ def _pairs_in_groups(left_groups: np.ndarray, right_groups: np.ndarray, n_groups
 
 
 def _overlaps(left: SpanSet, left_index: np.ndarray, right: SpanSet, right_index: np.ndarray) -> np.ndarray:
-    """Number of shared words of each pair (left_index[k], right_index[k])."""
-    if left.contiguous and right.contiguous:
-        shared = np.minimum(left.run_ends[left_index], right.run_ends[right_index])
-        shared -= np.maximum(left.run_starts[left_index], right.run_starts[right_index])
-        return np.maximum(shared, 0)
-    # General word sets: every run of one span against every run of the other, summed per pair.
+    """Number of shared words of each pair (left_index[k], right_index[k]) of general word sets:
+    every run of one span against every run of the other, summed per pair."""
     left_runs = np.diff(left.run_offsets)[left_index]
     right_runs = np.diff(right.run_offsets)[right_index]
     per_pair = left_runs * right_runs
@@ -376,6 +399,11 @@ def _overlaps(left: SpanSet, left_index: np.ndarray, right: SpanSet, right_index
 def _candidate_pairs(left: SpanSet, left_groups: np.ndarray, right: SpanSet, right_groups: np.ndarray, n_groups: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of the same essay and class that could share half of each other's words, with their overlap."""
     left_index, right_index = _pairs_in_groups(left_groups, right_groups, n_groups)
+    if left.contiguous and right.contiguous:  # one run per span: the overlap of two ranges
+        shared = np.minimum(left.run_ends[left_index], right.run_ends[right_index])
+        shared -= np.maximum(left.run_starts[left_index], right.run_starts[right_index])
+        overlapping = shared > 0
+        return left_index[overlapping], right_index[overlapping], shared[overlapping]
     left_size, right_size = left.sizes[left_index], right.sizes[right_index]
     # Cheap filters first: sizes within a factor of 2 and bounding ranges that intersect.
     possible = (2 * left_size >= right_size) & (2 * right_size >= left_size)
