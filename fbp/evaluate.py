@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import pandas as pd
 
-from .config import DecodingConfig
 from .errors import FbpError, UsageError
 from .metric import MetricResult, SpanSet, parse_spans, score
-from .run import RunDir, write_atomic
+
+if TYPE_CHECKING:  # pydantic models and the run directory load only when a run is evaluated
+    from .config import DecodingConfig
+    from .run import RunDir
 
 SPAN_COLUMNS = ["id", "class", "predictionstring"]
 
@@ -75,8 +77,12 @@ def _read_csv(path: Path, role: str) -> pd.DataFrame:
     try:
         header = pd.read_csv(path, nrows=0).columns
         wanted = [column for column in header if column in ("id", "class", "discourse_type", "predictionstring")]
-        # Only the needed columns, all as text: a one-word predictionstring "7" must stay a string.
-        return pd.read_csv(path, usecols=wanted, dtype=str, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(path, usecols=wanted)  # only the needed columns (train.csv also holds the essay texts)
+        if not all(pd.api.types.is_string_dtype(frame[column]) for column in wanted):
+            # A column read as numbers (e.g. every predictionstring one word): read it again as text,
+            # which is several times slower, so only when needed.
+            frame = pd.read_csv(path, usecols=wanted, dtype=str)
+        return frame
     except pd.errors.EmptyDataError:
         raise FbpError(f"{role} file {path} is empty (expected a header id,class,predictionstring)") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
@@ -85,6 +91,8 @@ def _read_csv(path: Path, role: str) -> pd.DataFrame:
 
 def is_run_dir(path: Path) -> bool:
     """A directory written by ``fbp train`` (it has ``run.json`` or ``oof_word_probs.npz``)."""
+    from .run import RunDir
+
     run = RunDir(path)
     return run.summary_path.exists() or run.oof_path.exists()
 
@@ -92,6 +100,8 @@ def is_run_dir(path: Path) -> bool:
 def run_decoding(run: RunDir) -> DecodingConfig:
     """The run's thresholds in use: ``decoding.json``, else its ``config.yaml``'s decoding, else the defaults."""
     import yaml
+
+    from .config import DecodingConfig
 
     if run.decoding_path.exists():
         stored, source = _read_json(run.decoding_path), run.decoding_path
@@ -155,6 +165,7 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False) -> Ev
 
 
 def _evaluate_run(path: Path, truth: Optional[Path], tune: bool) -> Evaluation:
+    from .run import RunDir
     from .spans import decode_essays, tune_thresholds
     from .word_probs import load_word_probs
 
@@ -185,6 +196,8 @@ def save_decoding(run: RunDir, decoding: DecodingConfig) -> list:
     """Write thresholds to the run's ``decoding.json`` and to the ``decoding`` key of each fold's
     ``fbp.json`` (so ``fbp infer`` / ``fbp ensemble`` use them with a run or a single checkpoint).
     Each file is replaced atomically. Returns the paths written."""
+    from .run import write_atomic
+
     thresholds = decoding.model_dump(mode="json")
     write_atomic(run.decoding_path, json.dumps(thresholds, indent=2))
     written = [run.decoding_path]

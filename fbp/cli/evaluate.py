@@ -25,7 +25,6 @@ def evaluate_command(
     --tune searches better thresholds there and saves them (decoding.json and each fold's fbp.json).
     """
     from ..evaluate import evaluate
-    from ..run import write_atomic
 
     evaluation = evaluate(pred, truth, tune=tune)
     if evaluation.tuning is not None:
@@ -35,6 +34,8 @@ def evaluate_command(
     console.print(_score_table(evaluation))
     if json_path is not None:
         import json
+
+        from ..run import write_atomic
 
         write_atomic(json_path, json.dumps(evaluation.to_dict(), indent=2))
         console.print(f"wrote {json_path}", highlight=False)
