@@ -14,6 +14,12 @@ Each side runs in its own fresh process, so its peak resident memory (ru_maxrss)
 Essays: a fixed random sample from ../shared/data when present, else the generated demo corpus.
 
     python bench/bench_infer.py [--essays 200] [--batch-size 16] [--threads 2]
+
+Quality mode, for a run trained on (a subset of) the shared data: the macro F1 of each fold checkpoint
+and of the fold ensemble on shared essays the run never saw (neither trained nor validated on), and the
+out-of-fold F1 with fbp's default decoding thresholds vs the run's own (tuned) ``decoding.json``:
+
+    python bench/bench_infer.py --quality runs/NAME [--essays 200]
 """
 
 from __future__ import annotations
@@ -81,12 +87,59 @@ def run_side(side: str, checkpoint: str, paths: list[str], batch_size: int, thre
     results.put({"side": side, "seconds": seconds, "words": words, "checksum": checksum, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
+def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
+    """Held-out F1 of each fold and of the fold ensemble; out-of-fold F1 with default vs the run's thresholds."""
+    import pandas as pd
+
+    from fbp.config import DecodingConfig
+    from fbp.infer import predict_directory, resolve_decoding, resolve_members
+    from fbp.metric import score
+    from fbp.spans import decode_essays
+    from fbp.word_probs import average_word_probs, load_word_probs
+
+    if not SHARED_TRAIN.is_dir():
+        sys.exit(f"quality mode needs the shared data at {SHARED_TRAIN}")
+    truth = pd.read_csv(SHARED_TRAIN.parent / "train.csv", dtype=str).rename(columns={"discourse_type": "class"})
+    oof = load_word_probs(run_dir / "oof_word_probs.npz")
+    unseen = sorted(path for path in SHARED_TRAIN.glob("*.txt") if path.stem not in oof)
+    heldout = sorted(random.Random(0).sample(unseen, min(n_essays, len(unseen))))
+    (member,) = resolve_members([run_dir])
+    decoding, source = resolve_decoding([member])
+    print(f"run {run_dir}: {len(member.checkpoints)} folds, {len(oof):,} out-of-fold essays; thresholds from {source}")
+    print(f"held-out: {len(heldout)} shared essays outside the run (random sample, seed 0)")
+    heldout_truth = truth[truth["id"].isin({path.stem for path in heldout})]
+    with tempfile.TemporaryDirectory() as scratch:
+        essays_dir = Path(scratch) / "essays"
+        essays_dir.mkdir()
+        for path in heldout:
+            (essays_dir / path.name).symlink_to(path)
+        per_fold = []
+        for checkpoint in member.checkpoints:
+            probs_file = Path(scratch) / f"{checkpoint.name}.npz"
+            predict_directory([checkpoint], essays_dir, None, save_probs=probs_file, batch_size=batch_size, progress=False)
+            per_fold.append(load_word_probs(probs_file))
+    rows = [(checkpoint.name, score(decode_essays(probs, decoding), heldout_truth)) for checkpoint, probs in zip(member.checkpoints, per_fold)]
+    rows.append(("fold ensemble", score(decode_essays(average_word_probs(per_fold), decoding), heldout_truth)))
+    print(f"\n{'held-out macro F1':<20}" + "".join(f"{name[:10]:>11}" for name, _ in rows))
+    print(f"{'':<20}" + "".join(f"{result.f1:>11.4f}" for _, result in rows))
+    best_fold = max(result.f1 for _, result in rows[:-1])
+    print(f"fold ensemble vs best single fold: {rows[-1][1].f1:.4f} vs {best_fold:.4f} ({rows[-1][1].f1 - best_fold:+.4f})")
+    oof_truth = truth[truth["id"].isin(set(oof))]
+    default_f1 = score(decode_essays(oof, DecodingConfig()), oof_truth).f1
+    run_f1 = score(decode_essays(oof, decoding), oof_truth).f1
+    print(f"out-of-fold F1: default thresholds {default_f1:.4f}, run's thresholds {run_f1:.4f} ({run_f1 - default_f1:+.4f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--essays", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quality", type=Path, default=None, metavar="RUN_DIR", help="held-out F1 of each fold vs the fold ensemble")
     args = parser.parse_args()
+    if args.quality is not None:
+        quality(args.quality, args.essays, args.batch_size)
+        return
 
     from fbp.config import ModelConfig
     from fbp.model import load_model_for_training, load_tokenizer, save_checkpoint

@@ -100,3 +100,12 @@ def test_save_and_load_round_trip(tmp_path):
     assert list(loaded) == ["essay1", "empty"]
     np.testing.assert_allclose(loaded["essay1"], probs["essay1"], atol=1e-3)
     assert loaded["empty"].shape == (0, NUM_LABELS)
+
+
+def test_words_the_tokenizer_drops_still_get_a_row():
+    """Zero-width spaces, NUL and U+FFFD are words to str.split() but produce no BERT token."""
+    text = "Hello \u200b world \x00 \ufffd fine"
+    ((essay_index, word_probs),) = predict_word_probs(tiny_bert(), minilm_tokenizer(), [text], 16, 4, batch_size=4, progress=False)
+    assert essay_index == 0 and word_probs.shape == (6, NUM_LABELS)
+    np.testing.assert_allclose(word_probs[1], word_probs[0])  # copied from the previous word
+    np.testing.assert_allclose(word_probs.sum(1), 1.0, atol=1e-5)
