@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import pandas as pd
 
@@ -19,6 +19,7 @@ from .metric import MetricResult, SpanSet, parse_spans, score
 if TYPE_CHECKING:  # pydantic models and the run directory load only when a run is evaluated
     from .config import DecodingConfig
     from .run import RunDir
+    from .spans import TuningReport
 
 SPAN_COLUMNS = ["id", "class", "predictionstring"]
 
@@ -33,8 +34,8 @@ class Evaluation:
     n_predicted: int
     n_true: int
     n_essays: int
-    tuning: Optional[object] = None  # spans.TuningReport
-    saved: list = field(default_factory=list)  # files the tuned thresholds were written to
+    tuning: Optional["TuningReport"] = None  # after --tune: per-class F1 before and after
+    saved: List[Path] = field(default_factory=list)  # files the tuned thresholds were written to
 
     def to_dict(self) -> Dict[str, object]:
         numbers = self.result.to_dict()
@@ -192,7 +193,7 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool) -> Evaluation:
     return Evaluation(result, f"{path} (out-of-fold)", str(truth_path), len(predictions), len(true_spans), len(word_probs), tuning, saved)
 
 
-def save_decoding(run: RunDir, decoding: DecodingConfig) -> list:
+def save_decoding(run: "RunDir", decoding: "DecodingConfig") -> List[Path]:
     """Write thresholds to the run's ``decoding.json`` and to the ``decoding`` key of each fold's
     ``fbp.json`` (so ``fbp infer`` / ``fbp ensemble`` use them with a run or a single checkpoint).
     Each file is replaced atomically. Returns the paths written."""

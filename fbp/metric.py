@@ -12,8 +12,9 @@ Rules (Feedback Prize 2021), applied per class and essay:
 * class F1 = TP / (TP + (FP + FN) / 2); the score is the mean over the classes present in the truth.
 
 Speed comes from never looking at spans one by one in Python: predictionstrings are parsed straight
-from the Arrow string buffer with numpy, every span becomes runs of consecutive word indices (one run
-for the usual contiguous span), and all candidate pairs of one essay and class are compared at once.
+from the Arrow string buffer with numpy (in ~1 MB chunks of rows; each token's digits are read as one
+integer and converted with SWAR arithmetic), every span becomes runs of consecutive word indices (one
+run for the usual contiguous span), and all candidate pairs of one essay and class are compared at once.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ from .errors import FbpError
 from .labels import CLASSES
 
 SpanFrame = pd.DataFrame  # columns: id, class (or discourse_type), predictionstring
-
-_MAX_DIGITS = 8  # word indices up to 99,999,999: far beyond any essay
-
 
 @dataclass(frozen=True)
 class SpanSet:

@@ -12,14 +12,14 @@ array operations rather than 15,000 small loops.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from .config import DecodingConfig
 from .errors import FbpError
-from .labels import CLASSES, NUM_LABELS, begin_id, inside_id
+from .labels import CLASSES, NUM_LABELS
 from .metric import ClassScore, match_table, parse_spans, span_set_from_ranges
 
 # Threshold grid searched by tune_thresholds (the current thresholds are always candidates too).
