@@ -46,7 +46,7 @@ def resolve_model_name(name: str) -> str:
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP check, so a missing network fails in seconds instead of minutes of download retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if any(os.environ.get(flag, "0").lower() in ("1", "true", "yes", "on") for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         return False
     from huggingface_hub import constants
 
