@@ -169,3 +169,29 @@ def test_cli_infer_offline_and_bad_input_exit_codes(run_dir, essay_dir, tmp_path
     assert bad.returncode == 1 and "has no *.txt essays" in " ".join(bad.stderr.split()) and "Traceback" not in bad.stderr
     weights = subprocess.run([sys.executable, "-m", "fbp", "ensemble", str(run_dir), "-i", str(essay_dir), "-w", "1,2"], capture_output=True, text=True, env=env)
     assert weights.returncode == 2 and "2 weights for 1 models" in " ".join(weights.stderr.split())
+
+
+def test_models_with_different_tokenizers_ensemble_at_the_word_level(run_dir, essay_dir, tmp_path):
+    """A RoBERTa-style checkpoint (byte-level BPE, add_prefix_space) and a BERT one average word by word."""
+    import torch
+    from tiny_models import byte_level_bpe_tokenizer
+    from transformers import RobertaConfig, RobertaForTokenClassification
+
+    from fbp.labels import ID2LABEL
+    from fbp.model import load_tokenizer
+
+    base = tmp_path / "tiny-roberta"
+    config = RobertaConfig(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                           max_position_embeddings=66, num_labels=NUM_LABELS, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID))
+    config.save_pretrained(base)
+    byte_level_bpe_tokenizer().save_pretrained(base)
+    torch.manual_seed(0)
+    roberta = save_checkpoint(tmp_path / "roberta", RobertaForTokenClassification(config).eval(), load_tokenizer(str(base)), {**_fbp_meta(0), "max_length": 64})
+    predict_directory([roberta], essay_dir, None, save_probs=tmp_path / "roberta.npz", progress=False)
+    predict_directory([run_dir / "fold_0"], essay_dir, None, save_probs=tmp_path / "bert.npz", progress=False)
+    predict_directory([roberta, run_dir / "fold_0"], essay_dir, tmp_path / "mixed.csv", weights=["0.25,0.75"], save_probs=tmp_path / "mixed.npz", progress=False)
+    alone = [load_word_probs(tmp_path / name) for name in ("roberta.npz", "bert.npz")]
+    mixed = load_word_probs(tmp_path / "mixed.npz")
+    for essay_id, text in ESSAYS.items():
+        assert alone[0][essay_id].shape == alone[1][essay_id].shape == (len(text.split()), NUM_LABELS)
+        np.testing.assert_allclose(mixed[essay_id], 0.25 * alone[0][essay_id] + 0.75 * alone[1][essay_id], atol=3e-3)
