@@ -368,7 +368,8 @@ def _as_span_set(spans: Union[SpanSet, SpanFrame], source: str) -> SpanSet:
 
 
 def _pairs_in_groups(left_groups: np.ndarray, right_groups: np.ndarray, n_groups: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Every (left, right) index pair whose groups (essay and class) are equal, without a Python loop."""
+    """Every (left, right) index pair whose groups (essay and class) are equal, without a Python loop,
+    sorted by left index, then right index."""
     right_order = np.argsort(right_groups, kind="stable")
     right_counts = np.bincount(right_groups, minlength=n_groups)
     right_first = np.concatenate([[0], np.cumsum(right_counts)[:-1]])
@@ -491,8 +492,10 @@ def match_table(predictions: Union[SpanSet, SpanFrame], truth: Union[SpanSet, Sp
     match = (2 * shared >= truth_size) & (2 * shared >= pred_size)
     truth_index, pred_index, shared = truth_index[match], pred_index[match], shared[match]
     overlap = shared / np.minimum(truth_size[match], pred_size[match])
-    # Best overlap first for each ground truth; ties go to the prediction that comes first.
-    order = np.lexsort((pred_index, -overlap, truth_index))
+    # Best overlap first for each ground truth; ties go to the prediction that comes first. Pairs come
+    # sorted by (truth, prediction), so a stable sort on "truth, then 1 - overlap" (one float key: the
+    # overlap part stays below 1) keeps tied predictions in input order.
+    order = np.argsort(truth_index * 2.0 + (1.0 - overlap), kind="stable")
     return MatchTable(truth_index[order], pred_index[order], truth.class_codes, preds.class_codes)
 
 
