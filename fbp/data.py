@@ -269,14 +269,14 @@ class _Corpus:
             return np.zeros_like(start), np.full_like(start, -1)
         first = np.searchsorted(self.word_ends, start, side="right")  # first word ending after start
         last = np.searchsorted(self.word_starts, end, side="left") - 1  # last word starting before end
-        first_c = np.minimum(first, len(self.word_starts) - 1)
-        last_c = np.maximum(last, 0)
+        first_in_range = np.minimum(first, len(self.word_starts) - 1)
+        last_in_range = np.maximum(last, 0)
 
         def less_than_half(word: np.ndarray) -> np.ndarray:
             covered = np.minimum(self.word_ends[word], end) - np.maximum(self.word_starts[word], start)
             return 2 * covered < self.word_ends[word] - self.word_starts[word]
 
-        return first + less_than_half(first_c), last - less_than_half(last_c)
+        return first + less_than_half(first_in_range), last - less_than_half(last_in_range)
 
 
 def _parse_offsets(table, findings: Findings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
