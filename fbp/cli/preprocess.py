@@ -47,7 +47,8 @@ def _print_summary(summary) -> None:
 
     console.print(
         f"[bold green]wrote[/] {summary.output_dir}: {summary.essays:,} essays, {summary.words:,} words, "
-        f"{sum(summary.spans_per_class.values()):,} spans, {summary.folds} folds (seed {summary.seed})"
+        f"{sum(summary.spans_per_class.values()):,} spans, {summary.folds} folds (seed {summary.seed})",
+        soft_wrap=True,  # never break the path
     )
     table = Table(title="spans per class and fold", title_justify="left")
     table.add_column("class")
