@@ -164,7 +164,7 @@ def main() -> None:
 
     truth = pd.read_csv(train_csv, usecols=["id", "discourse_type", "predictionstring"])
     predictions = perturbed_predictions(truth, args.seed)
-    print(f"config: python {platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs, seed {args.seed}")
+    print(f"config: python {platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), seed {args.seed}")
     print(f"truth: {len(truth):,} spans of {truth['id'].nunique():,} essays ({train_csv}); predictions: {len(predictions):,} spans")
 
     fbp_seconds, fbp_result = timed(lambda: score(predictions, truth), args.repeats)
