@@ -45,10 +45,11 @@ class Evaluation:
         return numbers
 
 
-def read_span_file(path: Path, role: str) -> Tuple[pd.DataFrame, SpanSet]:
+def read_span_file(path: Path, role: str, skip_blank: bool = False) -> Tuple[pd.DataFrame, SpanSet]:
     """Spans from a CSV (submission, or Kaggle ``train.csv`` whose ``discourse_type`` is the class) or a
     ``spans.parquet``: the ``DataFrame[id, class, predictionstring]`` and its parsed :class:`SpanSet`.
-    Bad rows raise FbpError naming the file and line."""
+    Bad rows raise FbpError naming the file and line. ``skip_blank`` leaves out rows with neither class
+    nor predictionstring (an essay with no span, as in Kaggle's ``sample_submission.csv``)."""
     path = Path(path)
     if not path.exists():
         raise FbpError(f"{role} file not found: {path}")
@@ -71,7 +72,10 @@ def read_span_file(path: Path, role: str) -> Tuple[pd.DataFrame, SpanSet]:
             f"found {', '.join(map(str, frame.columns)) or 'no columns'})"
         )
     frame = frame[SPAN_COLUMNS]
-    return frame, parse_spans(frame, str(path), first_line)
+    spans = parse_spans(frame, str(path), first_line, skip_blank=skip_blank)  # on all rows, so errors name the right line
+    if skip_blank:
+        frame = frame[~(frame["class"].isna() & frame["predictionstring"].isna())]
+    return frame, spans
 
 
 def _read_csv(path: Path, role: str) -> pd.DataFrame:
@@ -156,7 +160,7 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False) -> Ev
         raise UsageError("--tune needs a run directory (it tunes thresholds on out-of-fold word probabilities), not a submission file")
     if truth is None:
         raise UsageError("give the ground truth with --truth TRAIN_CSV to score a submission file")
-    predictions, predicted_set = read_span_file(pred, "predictions")
+    predictions, predicted_set = read_span_file(pred, "predictions", skip_blank=True)
     true_spans, true_set = read_span_file(truth, "truth")
     if true_spans.empty:
         raise FbpError(f"truth file {truth} has no spans")

@@ -116,23 +116,32 @@ class MetricResult:
 # Parsing
 
 
-def parse_spans(frame: SpanFrame, source: str = "spans", first_line: Optional[int] = None) -> SpanSet:
+def parse_spans(frame: SpanFrame, source: str = "spans", first_line: Optional[int] = None, skip_blank: bool = False) -> SpanSet:
     """Validate and parse ``DataFrame[id, class, predictionstring]`` into a :class:`SpanSet`.
 
     The class column may also be called ``discourse_type`` (as in the competition's ``train.csv``).
     Raises :class:`FbpError` naming ``source`` and the row for a missing column, an unknown class, or
     a predictionstring that is not a non-empty list of word indices. Rows are counted from 1, or
     named as file lines when ``first_line`` (the line of the first row, 2 for a CSV) is given.
+    With ``skip_blank``, rows whose class and predictionstring are both empty (Kaggle's
+    ``sample_submission.csv`` lists essays with no span that way) are left out instead.
     """
-
-    def where(row: int) -> str:
-        return f"{source}, line {row + first_line - 1}" if first_line is not None else f"{source}, row {row}"
-
     class_column = "discourse_type" if "class" not in frame.columns and "discourse_type" in frame.columns else "class"
     missing = [column for column in ("id", class_column, "predictionstring") if column not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns)) or "none"
         raise FbpError(f"{source}: missing column(s) {', '.join(missing)} (expected id, class, predictionstring; found {found})")
+    row_numbers = np.arange(1, len(frame) + 1)
+    if skip_blank:
+        blank = (frame[class_column].isna() & frame["predictionstring"].isna()).to_numpy()
+        if blank.any():
+            frame, row_numbers = frame[~blank], row_numbers[~blank]
+
+    def where(row: int) -> str:
+        """Name row ``row`` (1-based, of the rows parsed) as the user counts it."""
+        original = int(row_numbers[row - 1])
+        return f"{source}, line {original + first_line - 1}" if first_line is not None else f"{source}, row {original}"
+
     essay_ids = _strings(frame["id"])
     classes = _strings(frame[class_column])
     for column, values in (("id", essay_ids), (class_column, classes)):

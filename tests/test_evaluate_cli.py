@@ -181,3 +181,16 @@ def test_evaluate_process_does_not_import_torch(tmp_path, truth_csv):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("no torch")
+
+
+def test_rows_without_a_span_are_skipped_like_kaggles_sample_submission(tmp_path, truth_csv, capsys, monkeypatch):
+    # Kaggle's sample_submission.csv lists essays with no span as "id,," rows.
+    submission = write(tmp_path, "submission.csv", "id,class,predictionstring\nx,,\na,Claim,0 1 2 3\ny,,\nb,Claim,5 6 7\n")
+    code, output = run_fbp(capsys, monkeypatch, "evaluate", submission, "--truth", truth_csv, "--json", tmp_path / "s.json")
+    assert code == 0, output
+    numbers = json.loads((tmp_path / "s.json").read_text())
+    assert numbers["predicted_spans"] == 2 and numbers["per_class"]["Claim"]["tp"] == 2
+    # Line numbers in errors still count the skipped rows.
+    bad = write(tmp_path, "bad.csv", "id,class,predictionstring\nx,,\nb,Claim,five\n")
+    code, output = run_fbp(capsys, monkeypatch, "evaluate", bad, "--truth", truth_csv)
+    assert code == 1 and "line 3 (essay b)" in output

@@ -272,3 +272,12 @@ def test_word_indices_parse_exactly(rows):
         for i in range(len(rows))
     ]
     assert covered == expected
+
+
+def test_blank_rows_are_errors_unless_skipped():
+    frame = spans(("x", None, None), ("a", "Claim", "1 2"), ("b", "Claim", None))
+    with pytest.raises(FbpError, match="row 1: empty class"):
+        parse_spans(frame, "preds")
+    with pytest.raises(FbpError, match=r"row 3 \(essay b\): predictionstring is empty"):
+        parse_spans(frame, "preds", skip_blank=True)  # only rows with neither class nor words are skipped
+    assert len(parse_spans(frame.iloc[:2], "preds", skip_blank=True)) == 1
