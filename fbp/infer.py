@@ -390,10 +390,15 @@ def _processed_truth(paths: Sequence[Path]) -> "pd.DataFrame":  # noqa: F821
 
     for path in map(Path, paths):
         summary_path = path / "run.json"
-        if summary_path.exists():
-            processed = json.loads(summary_path.read_text(encoding="utf-8")).get("processed_dir")
-            if processed:
-                return load_processed(Path(processed)).spans
+        processed = json.loads(summary_path.read_text(encoding="utf-8")).get("processed_dir") if summary_path.exists() else None
+        if not processed:
+            continue
+        if not Path(processed).is_dir():
+            raise UsageError(
+                f"{summary_path} says the run was trained on '{processed}', which is not there from here "
+                "(a relative path is relative to where training ran); give --truth TRAIN_CSV"
+            )
+        return load_processed(Path(processed)).spans
     raise UsageError("cannot find the ground truth: give --truth TRAIN_CSV (runs record their processed data in run.json)")
 
 

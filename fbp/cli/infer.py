@@ -31,7 +31,7 @@ def _print_result(result, started: float) -> None:
         f"(loading included): {len(result.spans):,} spans"
     )
     counts = result.spans["class"].value_counts()
-    table = Table(title=f"predicted spans per class (thresholds from {result.decoding_source})", title_justify="left")
+    table = Table(title="predicted spans per class", title_justify="left", caption=f"thresholds from {result.decoding_source}", caption_justify="left")
     table.add_column("class")
     table.add_column("spans", justify="right")
     table.add_column("min words", justify="right")
@@ -113,11 +113,11 @@ def _print_oof_report(report) -> None:
     from ..labels import CLASSES
 
     table = Table(title=f"out-of-fold F1 on {report.essays:,} essays shared by all members", title_justify="left")
-    table.add_column("model", no_wrap=True)
+    table.add_column("model", overflow="fold", max_width=28)
     table.add_column("weight", justify="right")
     table.add_column("macro F1", justify="right", style="bold")
     for name in CLASSES:
-        table.add_column(SHORT_CLASS_NAMES.get(name, name), justify="right")
+        table.add_column(SHORT_CLASS_NAMES.get(name, name), justify="right", no_wrap=True)
     rows = [(name, f"{weight:.2f}", result) for name, weight, result in zip(report.members, report.weights, report.member_results)]
     rows.append(("ensemble", "", report.ensemble_result))
     if report.fitted_result is not None:
