@@ -11,7 +11,8 @@ import pytest
 from tiny_models import minilm_tokenizer, tiny_bert
 
 from fbp.errors import FbpError, UsageError
-from fbp.infer import EssayDir, ensemble_oof, parse_weights, predict_directory
+from fbp.ensemble import ensemble_oof
+from fbp.infer import EssayDir, parse_weights, predict_directory
 from fbp.labels import LABEL2ID, NUM_LABELS
 from fbp.model import save_checkpoint
 from fbp.word_probs import load_word_probs, predict_word_probs, save_word_probs

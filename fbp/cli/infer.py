@@ -90,7 +90,8 @@ def ensemble(
 
     Examples: fbp ensemble runs/minilm runs/deberta --fit-weights; fbp ensemble ckpts/* --input test/ -w 0.6,0.4 -o submission.csv
     """
-    from ..infer import ensemble_oof, predict_directory
+    from ..ensemble import ensemble_oof
+    from ..infer import predict_directory
 
     if input_dir is None or fit_weights:
         report = ensemble_oof(members, weights, fit_weights, truth, decoding)

@@ -1,0 +1,138 @@
+"""Ensembles scored out of fold: each run's out-of-fold word probabilities, their weighted average,
+and weights fitted on the competition F1, all without running a model.
+
+Runs trained on the same processed data share their out-of-fold essays, so the blend of their word
+probabilities can be decoded and scored on exactly the essays each run predicted unseen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .config import DecodingConfig
+from .errors import FbpError, UsageError
+from .infer import check_label_sets, parse_weights, read_decoding, read_truth, run_decoding
+from .model import is_checkpoint, run_checkpoints
+
+
+@dataclass
+class OofMember:
+    """A member's out-of-fold word probabilities and the decoding thresholds of its run."""
+
+    name: str
+    word_probs: Dict[str, np.ndarray]
+    decoding: DecodingConfig
+
+
+@dataclass
+class OofReport:
+    """Out-of-fold scores of each member, of the ensemble, and (when fitted) of the fitted ensemble."""
+
+    members: List[str]
+    member_results: List["MetricResult"]  # noqa: F821
+    weights: List[float]
+    ensemble_result: "MetricResult"  # noqa: F821
+    essays: int
+    fitted_weights: Optional[List[float]] = None
+    fitted_result: Optional["MetricResult"] = None  # noqa: F821
+
+
+def load_oof_members(paths: Sequence[Path]) -> List[OofMember]:
+    """Out-of-fold word probabilities of runs (``oof_word_probs.npz``) or ``.npz`` files."""
+    from .word_probs import load_word_probs
+
+    members = []
+    for path in map(Path, paths):
+        if path.is_file() and path.suffix == ".npz":
+            members.append(OofMember(str(path), load_word_probs(path), DecodingConfig()))
+            continue
+        oof_file = path / "oof_word_probs.npz"
+        if not oof_file.exists():
+            kind = "a checkpoint" if is_checkpoint(path) else "not a run directory"
+            raise UsageError(
+                f"{path} has no out-of-fold word probabilities ({kind}); without --input, ensemble needs run directories. "
+                "To predict essays, add --input TEXT_DIR"
+            )
+        if run_checkpoints(path):
+            check_label_sets(run_checkpoints(path))
+        members.append(OofMember(str(path), load_word_probs(oof_file), run_decoding(path)))
+    return members
+
+
+def _processed_truth(paths: Sequence[Path]) -> "pd.DataFrame":  # noqa: F821
+    """The ground truth spans of the processed dataset the first run was trained on."""
+    from .data import load_processed
+
+    for path in map(Path, paths):
+        summary_path = path / "run.json"
+        processed = json.loads(summary_path.read_text(encoding="utf-8")).get("processed_dir") if summary_path.exists() else None
+        if not processed:
+            continue
+        if not Path(processed).is_dir():
+            raise UsageError(
+                f"{summary_path} says the run was trained on '{processed}', which is not there from here "
+                "(a relative path is relative to where training ran); give --truth TRAIN_CSV"
+            )
+        return load_processed(Path(processed)).spans
+    raise UsageError("cannot find the ground truth: give --truth TRAIN_CSV (runs record their processed data in run.json)")
+
+
+def ensemble_oof(
+    paths: Sequence[Path],
+    weights: Optional[Sequence[str]] = None,
+    fit_weights: bool = False,
+    truth: Optional[Path] = None,
+    decoding_file: Optional[Path] = None,
+) -> OofReport:
+    """Score each run and their weighted ensemble on the essays all of them predicted out of fold.
+
+    With ``fit_weights`` the weights are also fitted by coordinate search on a grid (steps of 0.1,
+    renormalised), keeping a change only when it raises the out-of-fold macro F1.
+    """
+    from .metric import score
+    from .spans import decode_essays
+    from .word_probs import average_word_probs
+
+    members = load_oof_members(paths)
+    member_weights = parse_weights(weights, len(members))
+    common = set(members[0].word_probs).intersection(*(member.word_probs for member in members[1:]))
+    if not common:
+        raise FbpError("the runs share no out-of-fold essays (were they trained on the same processed data?)")
+    essay_ids = sorted(common)
+    truth_spans = read_truth(truth) if truth is not None else _processed_truth(paths)
+    truth_spans = truth_spans[truth_spans["id"].isin(common)]
+    decoding = read_decoding(Path(decoding_file)) if decoding_file is not None else members[0].decoding
+    aligned = [{essay_id: member.word_probs[essay_id] for essay_id in essay_ids} for member in members]
+
+    def ensemble_score(candidate_weights: Sequence[float]) -> "MetricResult":  # noqa: F821
+        return score(decode_essays(average_word_probs(aligned, candidate_weights), decoding), truth_spans)
+
+    member_results = [score(decode_essays(probs, member.decoding), truth_spans) for probs, member in zip(aligned, members)]
+    report = OofReport([m.name for m in members], member_results, member_weights, ensemble_score(member_weights), len(essay_ids))
+    if fit_weights and len(members) > 1:
+        report.fitted_weights, report.fitted_result = _fit_weights(member_weights, report.ensemble_result, ensemble_score)
+    return report
+
+
+def _fit_weights(start: Sequence[float], start_result, evaluate, rounds: int = 3, grid: Sequence[float] = tuple(np.round(np.arange(0, 1.01, 0.1), 2))):
+    """Coordinate search: set one member's weight to each grid value (others rescaled), keep the best; repeat."""
+    best_weights, best_result = list(start), start_result
+    for _ in range(rounds):
+        improved = False
+        for member, value in itertools.product(range(len(best_weights)), grid):
+            others = sum(w for i, w in enumerate(best_weights) if i != member)
+            if others <= 0 or abs(best_weights[member] - value) < 1e-9 or value >= 1:
+                continue
+            candidate = [value if i == member else w / others * (1 - value) for i, w in enumerate(best_weights)]
+            result = evaluate(candidate)
+            if result.f1 > best_result.f1 + 1e-9:
+                best_weights, best_result, improved = candidate, result, True
+        if not improved:
+            break
+    return [round(w, 4) for w in best_weights], best_result
