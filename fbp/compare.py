@@ -12,9 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
@@ -23,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import FbpError, UsageError
 from .labels import CLASSES
-from .run import write_atomic
+from .atomic import write_atomic, write_atomic_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -467,14 +465,3 @@ def plot_epoch_f1(comparison: Comparison, path: Path) -> int:
     return curves
 
 
-def write_atomic_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory (complete or not at all)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
@@ -25,6 +23,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from . import __version__
+from .atomic import write_dir_atomically
 from .errors import FbpError
 from .labels import CLASSES, begin_id, inside_id
 
@@ -408,32 +407,6 @@ def _validate_and_label(table, essay_ids: np.ndarray, texts: list[str], essay_in
     first_words = corpus.first_word[essay_index[usable]] + first_index[usable]
     labels[first_words] = _BEGIN_IDS[class_of_row[usable]]
     return corpus, labels, normalised
-
-
-def write_dir_atomically(output_dir: Path, write: Callable[[Path], None], replaceable: Callable[[Path], bool]) -> None:
-    """Let ``write`` fill a temporary directory next to ``output_dir``, then swap it in.
-
-    An existing ``output_dir`` is replaced only once the new one is complete, and only if it is empty or
-    ``replaceable(output_dir)`` says it is an earlier output of the same kind (never a user's directory).
-    """
-    output_dir = Path(output_dir).resolve()
-    if output_dir.exists() and (not output_dir.is_dir() or (any(output_dir.iterdir()) and not replaceable(output_dir))):
-        raise FbpError(f"{output_dir} exists and was not written by this command; refusing to replace it (choose another output)")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
-        write(staging)
-        staging.chmod(0o755)  # mkdtemp makes it private
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-            os.replace(output_dir, retired / output_dir.name)
-            os.replace(staging, output_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _is_processed_dir(directory: Path) -> bool:

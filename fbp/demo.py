@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
-from .data import write_dir_atomically
+from .atomic import write_dir_atomically
 from .labels import CLASSES
 
 MARKER = "fbp-demo.json"  # written next to train.csv, so that a later run may replace the corpus

@@ -201,7 +201,7 @@ def save_decoding(run: "RunDir", decoding: "DecodingConfig") -> List[Path]:
     """Write thresholds to the run's ``decoding.json`` and to the ``decoding`` key of each fold's
     ``fbp.json`` (so ``fbp infer`` / ``fbp ensemble`` use them with a run or a single checkpoint).
     Each file is replaced atomically. Returns the paths written."""
-    from .run import write_atomic
+    from .atomic import write_atomic
 
     thresholds = decoding.model_dump(mode="json")
     write_atomic(run.decoding_path, json.dumps(thresholds, indent=2))

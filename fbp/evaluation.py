@@ -7,7 +7,6 @@ that picks the best epoch is the competition's, not the loss.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -49,7 +48,9 @@ class FoldEvaluator(TrainerCallback):
     def __init__(self, val_essays: pd.DataFrame, spans: pd.DataFrame, val_windows_meta, decoding: DecodingConfig, work_dir: Path):
         self.essay_ids = val_essays["id"].tolist()
         self.n_words = val_essays["n_words"].astype(int).tolist()
-        self.truth = spans[spans["id"].isin(set(self.essay_ids))]
+        from .metric import parse_spans
+
+        self.truth = parse_spans(spans[spans["id"].isin(set(self.essay_ids))], "validation truth")  # parsed once, scored every epoch
         self.val_windows_meta = val_windows_meta
         self.decoding = decoding
         self.work_dir = Path(work_dir)

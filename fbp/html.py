@@ -7,13 +7,11 @@ CSS, so the directory can be opened from disk, zipped, or attached to a Kaggle n
 from __future__ import annotations
 
 import html
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from .atomic import write_dir_atomically
 from .errors import FbpError
 from .labels import CLASSES
 
@@ -112,9 +110,7 @@ def write_html_report(
     predicted_spans, true_spans = _spans_by_essay(predictions), _spans_by_essay(truth)
     predicted_frames = {str(key): frame for key, frame in predictions.groupby("id")}
     true_frames = {str(key): frame for key, frame in truth.groupby("id")} if truth is not None else {}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
+    def write(staging: Path) -> None:
         rows = []
         for essay_id, text in essays:
             predicted = predicted_spans.get(essay_id, [])
@@ -125,16 +121,8 @@ def write_html_report(
                 essay_f1 = score(predicted_frames[essay_id], true_frames[essay_id]).f1 if essay_id in predicted_frames else 0.0
             rows.append((essay_id, len(text.split()), len(predicted), None if true is None else len(true), essay_f1))
         (staging / "index.html").write_text(_index_page(rows, truth is not None), encoding="utf-8")
-        if directory.exists():
-            retired = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
-            os.replace(directory, retired / directory.name)
-            os.replace(staging, directory)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_dir_atomically(directory, write, replaceable=lambda existing: (existing / "index.html").exists())
     return directory
 
 

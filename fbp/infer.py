@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .atomic import atomic_file
 from .config import DecodingConfig
 from .errors import FbpError, UsageError
 from .labels import LABELS, NUM_LABELS
@@ -234,16 +234,8 @@ def decode_all(essays: EssayDir, total: WordProbSum, decoding: DecodingConfig) -
 
 def write_submission(path: Path, spans: "pd.DataFrame") -> None:  # noqa: F821
     """Write ``id,class,predictionstring`` atomically (an essay with no span simply has no row)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
-            spans[SUBMISSION_COLUMNS].to_csv(file, index=False, quoting=csv.QUOTE_MINIMAL)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(Path(path), newline="") as file:
+        spans[SUBMISSION_COLUMNS].to_csv(file, index=False, quoting=csv.QUOTE_MINIMAL)
 
 
 def probs_path(target: Path) -> Path:

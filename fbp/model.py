@@ -11,15 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 from urllib.parse import urlparse
 
 from . import __version__
+from .atomic import write_dir_atomically
 from .errors import FbpError, UsageError
 from .labels import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
 
@@ -177,24 +176,15 @@ def save_checkpoint(directory: Union[str, Path], model: Any, tokenizer: Any, fbp
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     meta = {"fbp_version": __version__, **fbp_meta}
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
+    def write(staging: Path) -> None:
         with quiet_transformers():
             model.save_pretrained(staging)  # safetensors is the only format transformers 5 writes
             tokenizer.save_pretrained(staging)
         (staging / FBP_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if any(staging.glob("*.bin")):
             raise FbpError(f"refusing to save {directory}: weights were not written as safetensors")
-        if directory.exists():
-            retired = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
-            os.replace(directory, retired / directory.name)
-            os.replace(staging, directory)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_dir_atomically(directory, write, replaceable=is_checkpoint)
     return directory
 
 

@@ -7,8 +7,6 @@ counts as finished only once its checkpoint and out-of-fold probabilities are on
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -16,24 +14,12 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from . import __version__
+from .atomic import write_atomic
 from .config import Config
 from .errors import UsageError
 
 # Settings that may change between invocations on the same run directory without making it another run.
 RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -97,7 +83,8 @@ class RunDir:
                 "fbp_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "status": "running",
-                "processed_dir": str(config.data.processed_dir),
+                # Absolute, so that evaluate and ensemble find the truth from any working directory.
+                "processed_dir": str(Path(config.data.processed_dir).resolve()),
                 "config": resolved,
                 "cv_f1": None,
                 "cv_per_class": {},

@@ -7,7 +7,6 @@ out-of-fold word probabilities -> ``run.json``. Stopping and re-running the same
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -20,9 +19,10 @@ from rich.rule import Rule
 
 from . import __version__
 from .config import Config
-from .errors import FbpError, UsageError
+from .errors import UsageError
 from .output import console as default_console
-from .run import RunDir, write_atomic
+from .atomic import write_atomic
+from .run import RunDir
 
 EpochCallback = Callable[[int, int, float], None]
 

@@ -26,7 +26,8 @@ from rich.table import Table
 from .config import Config, SearchParam, set_dotted, validate_config
 from .errors import FbpError, UsageError
 from .labels import CLASSES
-from .run import RunDir, config_differences, write_atomic
+from .atomic import write_atomic
+from .run import RunDir, config_differences
 
 if TYPE_CHECKING:
     import optuna

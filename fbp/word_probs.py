@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -17,6 +15,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from .atomic import atomic_file
 from .errors import FbpError, UsageError
 from .labels import NUM_LABELS
 
@@ -32,14 +31,8 @@ def save_word_probs(path: Union[str, Path], word_probs: Mapping[str, np.ndarray]
     lengths = np.array([len(word_probs[i]) for i in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     rows = np.concatenate([np.asarray(word_probs[i], dtype=np.float16) for i in ids]) if ids else np.zeros((0, NUM_LABELS), np.float16)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, ids=np.array(ids, dtype=str), offsets=offsets, probs=rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as file:
+        np.savez(file, ids=np.array(ids, dtype=str), offsets=offsets, probs=rows)
 
 
 def load_word_probs(path: Union[str, Path]) -> Dict[str, np.ndarray]:

@@ -10,3 +10,4 @@ from . import demo_data  # noqa: F401
 from . import infer  # noqa: F401
 from . import tune  # noqa: F401
 from . import evaluate  # noqa: F401
+from . import quickstart  # noqa: F401

@@ -8,8 +8,6 @@ Each command lives in its own module as a thin wrapper over a plain function tha
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -63,5 +61,5 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: finished folds and epochs are kept; run the same command again to resume.")
+        err_console.print("[yellow]interrupted[/]")
         sys.exit(130)

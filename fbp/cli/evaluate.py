@@ -35,7 +35,7 @@ def evaluate_command(
     if json_path is not None:
         import json
 
-        from ..run import write_atomic
+        from ..atomic import write_atomic
 
         write_atomic(json_path, json.dumps(evaluation.to_dict(), indent=2))
         console.print(f"wrote {json_path}", highlight=False)

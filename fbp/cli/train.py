@@ -30,7 +30,7 @@ def train_command(
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs per fold.", show_default=False),
     fold: Optional[List[int]] = typer.Option(None, "--fold", "-f", help="Train only this fold (repeatable).", show_default=False),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="minilm (packaged), a hub name or a local path.", show_default=False),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory [default: runs/<config>-<settings hash>].", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (default: runs/CONFIG-HASH, a hash of the settings, so the same command resumes the same run).", show_default=False),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (wandb group, compare tables).", show_default=False),
     max_essays: Optional[int] = typer.Option(None, "--max-essays", help="Train on a fixed random subset of this many essays.", show_default=False),
     wandb: Optional[str] = WandbOpt,
@@ -38,8 +38,7 @@ def train_command(
 ) -> None:
     """Train every fold (or --fold K), keep the best epoch of each fold by competition F1, write the run directory.
 
-    Re-running the same command resumes: finished folds are skipped, an unfinished fold continues from its
-    last finished epoch. Works unchanged under `torchrun --nproc_per_node N` or `accelerate launch`.
+    Re-running the same command resumes: finished folds are skipped, an unfinished fold continues from its last finished epoch. Works unchanged under `torchrun --nproc_per_node N -m fbp train ...` or `accelerate launch -m fbp train ...`.
     """
     from ..config import load_config, parse_sets
     from ..train import train_run
@@ -52,4 +51,8 @@ def train_command(
     config = load_config(config_path, overrides)
     run_dir = output or default_run_dir(config, config_path)
     console.print(f"run directory: [bold]{run_dir}[/]")
-    train_run(config, run_dir, console=console)
+    try:
+        train_run(config, run_dir, console=console)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]stopped: finished folds and epochs are kept in {run_dir}; run the same command again to resume[/]")
+        raise

@@ -1,0 +1,32 @@
+"""End to end: the real ``fbp quickstart`` (demo corpus, preprocess, train with the packaged MiniLM,
+evaluate, infer) as a user runs it, shrunk to a minute of CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+
+@pytest.mark.e2e
+def test_quickstart_runs_the_whole_lifecycle_with_the_packaged_minilm(tmp_path):
+    directory = tmp_path / "qs"
+    completed = subprocess.run(
+        [sys.executable, "-m", "fbp", "quickstart", str(directory), "--essays", "24", "--folds", "2", "--epochs", "1"],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    for command in ("fbp demo-data", "fbp preprocess", "fbp train", "fbp evaluate", "fbp infer"):
+        assert f"$ {command}" in completed.stdout
+    summary = json.loads((directory / "run" / "run.json").read_text())
+    assert summary["status"] == "complete" and summary["model"] == "minilm"
+    assert [fold["fold"] for fold in summary["folds"]] == [0, 1]
+    assert 0.0 <= summary["cv_f1"] <= 1.0
+    submission = pd.read_csv(directory / "submission.csv")
+    assert list(submission.columns) == ["id", "class", "predictionstring"]
+    test_ids = {path.stem for path in (directory / "kaggle" / "test").glob("*.txt")}
+    assert set(submission["id"]) <= test_ids
+    assert (directory / "html" / "index.html").exists()
