@@ -330,36 +330,51 @@ def _find_column(table: "pd.DataFrame", wanted: str) -> str:
 
 # --- output ---------------------------------------------------------------------------------------------------
 
-def render_table(comparison: Comparison) -> "Table":
-    """A rich table of the comparison; the best value of each score column in bold green."""
+# Up to this many differing settings share the scores table; more get a table of their own, so that a
+# wide comparison stays readable in a terminal instead of folding every column into fragments.
+SETTINGS_IN_SCORES_TABLE = 3
+
+
+def render_table(comparison: Comparison):
+    """Rich tables of the comparison: scores (best value of each score column in bold green) and the settings that differ."""
+    from rich.console import Group
     from rich.table import Table
 
     table = comparison.table
+    settings = comparison.differing_settings
+    leaves = [key.rpartition(".")[2] for key in settings]
+    # the setting's own name is enough unless two sections share it
+    headers = [leaf if leaves.count(leaf) == 1 else key for key, leaf in zip(settings, leaves)]
+    inline = len(settings) <= SETTINGS_IN_SCORES_TABLE
     best = {column: table[column].max() for column in SCORE_COLUMNS if len(table) > 1 and table[column].notna().any()}
-    title = f"{len(table)} runs" + (f"; settings that differ: {', '.join(comparison.differing_settings)}" if comparison.differing_settings else "")
-    rich_table = Table(title=title)
-    rich_table.add_column("run", style="bold", overflow="fold")
-    rich_table.add_column("model", overflow="fold")
-    leaves = [key.rpartition(".")[2] for key in comparison.differing_settings]
-    for key, leaf in zip(comparison.differing_settings, leaves):
-        # the setting's own name is enough unless two sections share it
-        header = leaf if leaves.count(leaf) == 1 else key
-        rich_table.add_column(header, overflow="fold", style="cyan")
-    rich_table.add_column("CV F1", justify="right", no_wrap=True)
+    scores = Table(title=f"{len(table)} runs" + (f"; settings that differ: {', '.join(settings)}" if settings and inline else ""))
+    scores.add_column("run", style="bold", overflow="fold")
+    scores.add_column("model", overflow="fold")
+    for header in headers if inline else []:
+        scores.add_column(header, overflow="fold", style="cyan")
+    scores.add_column("CV F1", justify="right", no_wrap=True)
     for name in CLASSES:
-        rich_table.add_column(SHORT_CLASS_NAMES[name], justify="right")
-    rich_table.add_column("best\nepochs", justify="right")
-    rich_table.add_column("time", justify="right", no_wrap=True)
+        scores.add_column(SHORT_CLASS_NAMES[name], justify="right", no_wrap=True)
+    scores.add_column("best\nepochs", justify="right")
+    scores.add_column("time", justify="right", no_wrap=True)
     for _, row in table.iterrows():
         cells = [str(row["run"]), _text(row["model"])]
-        cells += [_text(row[key]) for key in comparison.differing_settings]
+        cells += [_text(row[key]) for key in settings] if inline else []
         for column in SCORE_COLUMNS:
             value = row[column]
             text = "-" if _missing(value) else f"{value:.4f}" if column == "cv_f1" else f"{value:.3f}"
             cells.append(f"[bold green]{text}[/]" if column in best and value == best[column] else text)
         cells += [_text(row["best_epochs"]), format_seconds(row["train_seconds"])]
-        rich_table.add_row(*cells)
-    return rich_table
+        scores.add_row(*cells)
+    if inline:
+        return scores
+    differing = Table(title="settings that differ")
+    differing.add_column("setting", style="cyan")
+    for run in table["run"]:
+        differing.add_column(str(run), overflow="fold")
+    for key in settings:
+        differing.add_row(key, *[_text(value) for value in table[key]])
+    return Group(scores, differing)
 
 
 def _missing(value: Any) -> bool:

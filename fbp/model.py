@@ -130,6 +130,18 @@ def check_max_length(config: Any, max_length: int, name: str) -> None:
         raise UsageError(f"windows.max_length {max_length} is more than model '{name}' accepts ({limit} positions)")
 
 
+def prepare_model(name: str, max_length: int, stride: int) -> Any:
+    """Check, before anything is written, that model ``name`` can be loaded and takes these windows; return its tokenizer."""
+    from transformers import AutoConfig
+
+    from .windows import check_window_settings
+
+    check_max_length(_from_pretrained(AutoConfig, name), max_length, name)
+    tokenizer = load_tokenizer(name)
+    check_window_settings(tokenizer, max_length, stride)
+    return tokenizer
+
+
 def load_model_for_training(name: str, model_config: Any, max_length: Optional[int] = None) -> Any:
     """``AutoModelForTokenClassification`` with fbp's 15 labels, the configured dropouts and checkpointing.
 

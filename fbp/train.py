@@ -20,8 +20,8 @@ from rich.rule import Rule
 from . import __version__
 from .config import Config
 from .errors import UsageError
-from .output import console as default_console
 from .atomic import write_atomic
+from .output import console as default_console
 from .run import RunDir
 
 EpochCallback = Callable[[int, int, float], None]
@@ -37,11 +37,10 @@ def select_essays(config: Config):
         picked = np.random.default_rng(config.training.seed).choice(len(essays), config.data.max_essays, replace=False)
         essays = essays.iloc[np.sort(picked)].reset_index(drop=True)
         spans = spans[spans["id"].isin(set(essays["id"]))].reset_index(drop=True)
-    folds = config.data.folds
-    if folds is not None and (folds != processed.meta.get("folds") or config.data.max_essays is not None):
-        essays = essays.assign(fold=assign_folds(essays["id"], spans, folds, config.training.seed))
-    elif config.data.max_essays is not None:
-        essays = essays.assign(fold=assign_folds(essays["id"], spans, int(essays["fold"].nunique()), config.training.seed))
+    n_folds = config.data.folds or processed.meta["folds"]
+    if config.data.max_essays is not None or n_folds != processed.meta["folds"]:
+        # A subset, or another number of folds: re-fold, still stratified and deterministic by seed.
+        essays = essays.assign(fold=assign_folds(essays["id"], spans, n_folds, config.training.seed))
     return essays, spans
 
 
@@ -68,9 +67,12 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
     console = console or default_console
     # Without a GPU, accelerate runs several processes (torchrun on CPU, gloo) only when told it is on CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
+    from .model import prepare_model
+
     run = RunDir(run_dir)
     essays, spans = select_essays(config)
     folds = folds_to_train(config, essays)
+    tokenizer = prepare_model(config.model.name, config.windows.max_length, config.windows.stride)  # fail before writing
     summary = run.open(config) if state.is_main_process else None
     state.wait_for_everyone()
     summary = summary or run.read_summary() or {"folds": []}
@@ -80,7 +82,7 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
         if fold in finished:
             console.print(f"[dim]fold {fold}: finished before (best F1 {finished[fold]['best_f1']:.4f} at epoch {finished[fold]['best_epoch']}), skipped[/]")
             continue
-        fold_summary, oof_word_probs = train_fold(config, run, essays, spans, fold, epoch_callback, console)
+        fold_summary, oof_word_probs = train_fold(config, run, essays, spans, fold, tokenizer, epoch_callback, console)
         if state.is_main_process:
             _record_fold(run, summary, fold_summary, oof_word_probs)
         state.wait_for_everyone()
@@ -151,7 +153,7 @@ def print_run_summary(summary: Dict, console: Console) -> None:
         console.print("  ".join(f"{name} [bold]{f1:.3f}[/]" for name, f1 in summary["cv_per_class"].items()))
 
 
-def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.DataFrame, fold: int,
+def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.DataFrame, fold: int, tokenizer,
                epoch_callback: Optional[EpochCallback], console: Console):
     """Train one fold; return its summary (every epoch's numbers) and its best epoch's validation word probabilities."""
     import torch
@@ -161,13 +163,11 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
 
     from .callbacks import EpochReportCallback, RichProgressCallback, epoch_records
     from .evaluation import FoldEvaluator, WordLevelTrainer
-    from .model import load_model_for_training, load_tokenizer, resolve_model_name, save_checkpoint
+    from .model import load_model_for_training, save_checkpoint
     from .tracking import start_wandb_run
     from .windows import make_windows, model_features, window_metadata
 
     started = time.monotonic()
-    model_path = resolve_model_name(config.model.name)
-    tokenizer = load_tokenizer(model_path)
     train_essays = essays[essays["fold"] != fold]
     # Validation essays in length order: an essay's windows stay consecutive (stitching needs that) and
     # evaluation batches pad little.
@@ -222,7 +222,7 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
         disable_tqdm=True,
         save_only_model=False,
     )
-    model = load_model_for_training(model_path, config.model, max_length=windows.max_length)
+    model = load_model_for_training(config.model.name, config.model, max_length=windows.max_length)
     callbacks = [RichProgressCallback(console, f"fold {fold}"), EpochReportCallback(console, fold, epoch_callback), evaluator]
     if training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training.early_stopping_patience))

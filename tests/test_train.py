@@ -114,6 +114,11 @@ def test_bad_requests_are_clear_errors_and_overwrite_nothing(tmp_path, processed
         train_run(tiny_config(processed_demo, tiny_model_dir, **{"data.train_folds": [7]}), tmp_path / "a")
     with pytest.raises(FbpError):
         train_run(tiny_config(tmp_path / "nowhere", tiny_model_dir), tmp_path / "b")
+    with pytest.raises(UsageError, match="max_length 600 is more than"):
+        train_run(tiny_config(processed_demo, tiny_model_dir, **{"windows.max_length": 600}), tmp_path / "c")
+    with pytest.raises(FbpError, match="cannot load model"):
+        train_run(tiny_config(processed_demo, tmp_path / "no-model-here"), tmp_path / "d")
+    assert not any((tmp_path / name).exists() for name in "abcd"), "nothing is written for a run that cannot start"
     run_dir, _ = trained_run
     before = (run_dir / "config.yaml").read_text()
     with pytest.raises(UsageError, match="holds a different run"):

@@ -1,0 +1,131 @@
+"""Training quality on the shared data: `fbp train` vs the notebook way, same essays, folds, epochs and model.
+
+- fbp: `fbp.train.train_run` with configs/default.yaml (MiniLM, windows of 512 with stride 128 covering every
+  word, length-grouped batches, best epoch of each fold by competition F1, the default decoding thresholds).
+- notebook: a plain Hugging Face Trainer set-up as in the public notebooks: each essay truncated to one
+  512-token window (no stride: words past it are predicted "O"), every window padded to 512, the last
+  epoch kept, spans decoded with no thresholds (any argmax span of at least one word).
+
+Both see the same fixed random subset of the shared essays, the same stratified folds, epochs, model settings
+(dropout included), learning rate and batch size, so the difference is only what the notebooks do differently;
+both are scored out-of-fold with fbp's competition metric.
+
+    python bench/bench_train_quality.py [--essays 300] [--folds 3] [--epochs 3] [--work /tmp/fbp-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "feedback-prize-2021"
+
+
+def notebook_oof(config, essays, spans):
+    """Out-of-fold word probabilities the notebook way (truncated, padded to 512, last epoch)."""
+    import torch
+    from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
+
+    from fbp.labels import NUM_LABELS
+    from fbp.model import load_model_for_training, load_tokenizer, resolve_model_name
+
+    path = resolve_model_name(config.model.name)
+    tokenizer = load_tokenizer(path)
+    max_length = config.windows.max_length
+
+    def encode(subset, with_labels=True):
+        encoded = tokenizer([t.split() for t in subset["text"]], is_split_into_words=True, truncation=True,
+                            max_length=max_length, padding="max_length")
+        rows = []
+        for i, labels in enumerate(subset["word_labels"]):
+            word_ids = encoded.word_ids(i)
+            first = [w is not None and (k == 0 or word_ids[k - 1] != w) for k, w in enumerate(word_ids)]
+            row = {"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i], "word_ids": word_ids, "first": first}
+            row["labels"] = [int(labels[w]) if f else -100 for w, f in zip(word_ids, first)]
+            rows.append(row)
+        return rows
+
+    oof = {}
+    for fold in sorted(essays["fold"].unique()):
+        train_rows = encode(essays[essays["fold"] != fold])
+        val = essays[essays["fold"] == fold]
+        val_rows = encode(val)
+        model = load_model_for_training(path, config.model, max_length=max_length)
+        training = config.training
+        args = TrainingArguments(output_dir="/tmp/fbp-bench/notebook-tmp", num_train_epochs=training.epochs,
+                                 learning_rate=training.learning_rate, weight_decay=training.weight_decay,
+                                 warmup_steps=training.warmup, lr_scheduler_type=training.scheduler,
+                                 per_device_train_batch_size=training.batch_size, per_device_eval_batch_size=training.eval_batch_size,
+                                 eval_strategy="no", save_strategy="no", report_to=[], seed=training.seed, use_cpu=True,
+                                 disable_tqdm=True, logging_strategy="no")
+        features = [{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in train_rows]
+        trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=DataCollatorForTokenClassification(tokenizer))
+        trainer.train()
+        logits = trainer.predict([{k: r[k] for k in ("input_ids", "attention_mask")} for r in val_rows]).predictions
+        probs = torch.softmax(torch.from_numpy(logits).float(), -1).numpy()
+        for row, window_probs, essay_id, n_words in zip(val_rows, probs, val["id"], val["n_words"]):
+            word_probs = np.zeros((n_words, NUM_LABELS), np.float32)
+            word_probs[:, 0] = 1.0  # words cut off by truncation are "O"
+            for k, (w, f) in enumerate(zip(row["word_ids"], row["first"])):
+                if f:
+                    word_probs[w] = window_probs[k]
+            oof[essay_id] = word_probs
+        print(f"notebook fold {fold} done", flush=True)
+    return oof
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--essays", type=int, default=300)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/fbp-bench"))
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"needs the shared data at {SHARED}")
+
+    from fbp.config import DecodingConfig, load_config
+    from fbp.data import preprocess
+    from fbp.labels import CLASSES
+    from fbp.metric import score
+    from fbp.spans import decode_essays
+    from fbp.train import select_essays, train_run
+
+    processed = args.work / "processed"
+    if not (processed / "meta.json").exists():
+        preprocess(SHARED, processed, n_folds=5, seed=42)
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml", {
+        "data.processed_dir": str(processed), "data.max_essays": args.essays, "data.folds": args.folds,
+        "training.epochs": args.epochs, "tracking.wandb": "disabled", "name": "quality-fbp"})
+    essays, spans = select_essays(config)
+    print(f"config: {args.essays} essays ({int(essays['n_words'].sum()):,} words), {args.folds} folds, {args.epochs} epochs, "
+          f"model {config.model.name}, lr {config.training.learning_rate}, batch {config.training.batch_size}, "
+          f"max_length {config.windows.max_length}, stride {config.windows.stride}", flush=True)
+
+    started = time.monotonic()
+    run_dir = args.work / "runs" / f"quality-{args.essays}x{args.folds}x{args.epochs}"
+    summary = train_run(config, run_dir)
+    fbp_seconds = time.monotonic() - started
+
+    started = time.monotonic()
+    notebook_probs = notebook_oof(config, essays, spans)
+    no_thresholds = DecodingConfig(min_words={c: 1 for c in CLASSES}, min_confidence={c: 0.0 for c in CLASSES})
+    notebook = score(decode_essays(notebook_probs, no_thresholds), spans)
+    notebook_seconds = time.monotonic() - started
+
+    rows = [("fbp train", summary["cv_f1"], summary["cv_per_class"], fbp_seconds),
+            ("notebook way", notebook.f1, notebook.class_f1(), notebook_seconds)]
+    print(f"\n| side | CV F1 | {' | '.join(CLASSES)} | minutes |\n|---|---:|{'---:|' * len(CLASSES)}---:|")
+    for name, f1, per_class, seconds in rows:
+        print(f"| {name} | {f1:.4f} | {' | '.join(f'{per_class.get(c, 0):.3f}' for c in CLASSES)} | {seconds / 60:.1f} |")
+    print(f"\ndifference: {summary['cv_f1'] - notebook.f1:+.4f} macro F1 (target +0.03)")
+    print("best epochs per fold (fbp):", [f["best_epoch"] for f in summary["folds"]])
+    (args.work / "quality.json").write_text(json.dumps({"fbp": rows[0][1:3], "notebook": rows[1][1:3], "run_dir": str(run_dir)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
