@@ -90,6 +90,7 @@ class TrackingConfig(Section):
     wandb: Literal["auto", "online", "offline", "disabled"] = Field("auto", description="auto: online when logged in, otherwise offline into the run directory.")
     project: str = "fbp"
     entity: Optional[str] = None
+    group: Optional[str] = Field(None, description="wandb group of the per-fold runs (default: the run name; `fbp tune`: the study).")
 
 
 class SearchParam(Section):

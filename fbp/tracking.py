@@ -47,7 +47,7 @@ def start_wandb_run(config: Config, run, fold: int, is_main: bool):
     summary = run.read_summary() or {}
     run_id = hashlib.sha1(f"{run.path.resolve()}|{summary.get('created')}|{fold}".encode()).hexdigest()[:12]
     init_args = dict(
-        project=config.tracking.project, entity=config.tracking.entity, group=run_name, name=f"{run_name}-fold{fold}",
+        project=config.tracking.project, entity=config.tracking.entity, group=config.tracking.group or run_name, name=f"{run_name}-fold{fold}",
         id=run_id, resume="allow", dir=str(run.path), job_type="train",
         config={**config.model_dump(mode="json"), "fold": fold},
     )

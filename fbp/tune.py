@@ -261,7 +261,7 @@ def tune_study(
         for key, value in {"run_number": run_number, "run_dir": str(run_dir), "host": socket.gethostname(), "pid": os.getpid()}.items():
             trial.set_user_attr(key, value)
         params = {key: suggest(trial, key, param) for key, param in config.search.items()}
-        settings = {"name": f"{study_name}-trial{run_number:03d}", "search": {}}
+        settings = {"name": f"{study_name}-trial{run_number:03d}", "tracking.group": study_name, "search": {}}
         if trial_folds is not None:
             settings["data.train_folds"] = list(trial_folds)
         try:
