@@ -10,7 +10,7 @@ Both see the same fixed random subset of the shared essays, the same stratified 
 (dropout included), learning rate and batch size, so the difference is only what the notebooks do differently;
 both are scored out-of-fold with fbp's competition metric.
 
-    python bench/bench_train_quality.py [--essays 500] [--folds 2] [--epochs 3] [--work /tmp/fbp-bench]
+    python bench/bench_train_quality.py [--essays 500] [--folds 2] [--epochs 5] [--work /tmp/fbp-bench]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--essays", type=int, default=500)
     parser.add_argument("--folds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/tmp/fbp-bench"))
     args = parser.parse_args()
     if not SHARED.is_dir():

@@ -30,8 +30,9 @@ def epoch_records(log_history: List[Dict]) -> List[Dict]:
             losses.append(entry["loss"])
         if "eval_f1" in entry:
             f1 = entry["eval_f1"]
-            saved = best is None or f1 > best
-            best = f1 if saved else best
+            selection = entry.get("eval_selection", f1)  # what the Trainer compares (F1, ties broken by loss)
+            saved = best is None or selection > best
+            best = selection if saved else best
             records.append(
                 {
                     "epoch": int(round(entry["epoch"])),
@@ -76,18 +77,20 @@ class EpochReportCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_f1" not in metrics:
             return
-        # The Trainer logs the metrics before this call but updates best_metric after it, so state holds
-        # this epoch's numbers and the previous best.
+        # The Trainer logs the metrics before this call (and decides what to save after it, by the same rule
+        # that ``epoch_records`` replays), so the log holds this epoch's numbers.
         logged = state.log_history and "eval_f1" in state.log_history[-1]
         records = epoch_records(state.log_history if logged else state.log_history + [{**metrics, "epoch": state.epoch}])
-        record, f1, best = records[-1], metrics["eval_f1"], state.best_metric
-        if best is None:
+        record, f1 = records[-1], metrics["eval_f1"]
+        previous_best = next((r for r in reversed(records[:-1]) if r["saved"]), None)
+        if previous_best is None:
             verdict = f"[green]F1 {f1:.3f}: first epoch, saved[/]"
-        elif f1 > best:
-            verdict = f"[green]F1 {f1:.3f} > best {best:.3f}: saved[/]"
+        elif record["saved"] and f1 > previous_best["f1"]:
+            verdict = f"[green]F1 {f1:.3f} > best {previous_best['f1']:.3f}: saved[/]"
+        elif record["saved"]:
+            verdict = f"[green]F1 {f1:.3f} = best, lower loss: saved[/]"
         else:
-            best_epoch = max(records[:-1], key=lambda r: r["f1"])["epoch"]
-            verdict = f"[dim]not saved: best {best:.3f} at epoch {best_epoch}[/]"
+            verdict = f"[dim]not saved: best {previous_best['f1']:.3f} at epoch {previous_best['epoch']}[/]"
         if state.is_world_process_zero:
             self._print_row(record, verdict)
         if self.epoch_callback is not None:

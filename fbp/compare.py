@@ -25,7 +25,6 @@ from .atomic import write_atomic, write_atomic_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
-    from rich.table import Table
 
 SCORE_COLUMNS = ["cv_f1", *CLASSES]  # higher is better; the best of each is highlighted
 HIDDEN_SETTINGS = {"name"}  # already the first column

@@ -209,7 +209,7 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
         save_strategy="epoch",
         save_total_limit=1,  # with load_best_model_at_end the Trainer keeps the best and the latest (to resume)
         load_best_model_at_end=True,
-        metric_for_best_model="f1",
+        metric_for_best_model="selection",  # the competition F1, ties broken by validation loss
         greater_is_better=True,
         logging_strategy="steps",
         logging_steps=max(1, min(50, len(train_windows) // (training.batch_size * 10) or 1)),
@@ -245,7 +245,7 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
     with start_wandb_run(config, run, fold, trainer.is_world_process_zero()) as wandb_run:
         trainer.train(resume_from_checkpoint=resume_from)
         records = epoch_records(trainer.state.log_history)
-        best = max(records, key=lambda r: r["f1"])
+        best = [r for r in records if r["saved"]][-1]  # the epoch the Trainer kept
         if wandb_run is not None:
             wandb_run.summary.update({"best_f1": best["f1"], "best_epoch": best["epoch"]})
 

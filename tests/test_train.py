@@ -48,10 +48,11 @@ def test_run_directory_holds_the_contract(trained_run, processed_demo):
     for fold in summary["folds"]:
         epochs = fold["epochs"]
         assert [e["epoch"] for e in epochs] == [1, 2]
-        best = max(epochs, key=lambda e: e["f1"])
+        # The best epoch: highest F1, an exact tie broken by the lower validation loss.
+        best = max(epochs, key=lambda e: (round(e["f1"], 9), -e["eval_loss"]))
         assert fold["best_epoch"] == best["epoch"] and fold["best_f1"] == pytest.approx(best["f1"])
         assert epochs[0]["saved"] and set(epochs[0]["per_class"]) == set(CLASSES)
-        assert epochs[1]["saved"] == (epochs[1]["f1"] > epochs[0]["f1"])
+        assert epochs[1]["saved"] == (best["epoch"] == 2)
         checkpoint = run_dir / f"fold_{fold['fold']}"
         assert {"config.json", "model.safetensors", "fbp.json", "tokenizer.json"} <= {p.name for p in checkpoint.iterdir()}
         assert not list(checkpoint.glob("*.bin")) and not list(checkpoint.glob("checkpoint-*"))
@@ -153,3 +154,22 @@ def test_training_under_torchrun_with_two_processes(tmp_path, processed_demo, ti
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     summary = json.loads((run_dir / "run.json").read_text())
     assert [f["fold"] for f in summary["folds"]] == [0] and (run_dir / "fold_0" / "model.safetensors").exists()
+
+
+def test_best_epoch_is_the_highest_f1_and_ties_go_to_the_lower_loss():
+    import numpy as np
+
+    from fbp.callbacks import epoch_records
+    from fbp.evaluation import selection_score, validation_loss
+
+    probs = np.full((1, 3, 15), 0.5 / 14, dtype=np.float32)
+    probs[0, :, 0] = 0.5
+    labels = np.array([[0, 0, -100]])
+    assert validation_loss(probs, labels) == pytest.approx(-np.log(0.5))
+    history = [
+        {"loss": 2.0}, {"eval_f1": 0.0, "eval_selection": selection_score(0.0, 1.8), "epoch": 1.0},
+        {"loss": 1.5}, {"eval_f1": 0.0, "eval_selection": selection_score(0.0, 1.4), "epoch": 2.0},  # tie, lower loss
+        {"loss": 1.2}, {"eval_f1": 0.31, "eval_selection": selection_score(0.31, 1.6), "epoch": 3.0},
+        {"loss": 1.1}, {"eval_f1": 0.30, "eval_selection": selection_score(0.30, 0.9), "epoch": 4.0},  # loss never beats F1
+    ]
+    assert [record["saved"] for record in epoch_records(history)] == [True, True, True, False]
