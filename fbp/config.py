@@ -30,8 +30,9 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     name: str = Field("minilm", description="`minilm` (packaged, offline), a Hugging Face hub name or a local path.")
-    hidden_dropout: Optional[float] = Field(None, ge=0, lt=1, description="Override the model's hidden dropout (None keeps it).")
-    attention_dropout: Optional[float] = Field(None, ge=0, lt=1, description="Override the model's attention dropout (None keeps it).")
+    # 0 by default: a CPU training step is ~1.7x faster without dropout (bench/RESULTS.md); None keeps the model's.
+    hidden_dropout: Optional[float] = Field(0.0, ge=0, lt=1, description="Override the model's hidden dropout (None keeps it).")
+    attention_dropout: Optional[float] = Field(0.0, ge=0, lt=1, description="Override the model's attention dropout (None keeps it).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models on one GPU).")
 
 
@@ -49,11 +50,11 @@ class WindowsConfig(Section):
 
 class TrainingConfig(Section):
     epochs: int = Field(3, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of the training steps spent warming up.")
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] = "linear"
-    batch_size: int = Field(8, ge=1, description="Windows per device per step.")
+    batch_size: int = Field(4, ge=1, description="Windows per device per step.")
     eval_batch_size: int = Field(32, ge=1)
     gradient_accumulation: int = Field(1, ge=1)
     adam_epsilon: float = Field(1e-8, gt=0)
