@@ -6,7 +6,16 @@ import pytest
 from conftest import invoke
 from rich.console import Console
 
-from fbp.compare import compare_runs, differing_settings, find_run_files, load_run, plot_epoch_f1, render_table, write_csv, write_json
+from fbp.compare import (
+    compare_runs,
+    differing_settings,
+    find_run_files,
+    load_run,
+    plot_epoch_f1,
+    render_table,
+    write_csv,
+    write_json,
+)
 from fbp.config import Config
 from fbp.errors import FbpError, UsageError
 from fbp.labels import CLASSES
@@ -120,8 +129,8 @@ def test_trainer_state_gives_best_f1_epochs_and_runtime(tmp_path):
 def test_runs_and_trainer_states_mix_in_one_table(runs, tmp_path):
     state_file = write_trainer_state(tmp_path / "hf" / "checkpoint-30")
     comparison = compare_runs([runs / "base", state_file])
-    assert comparison.differing_settings == ["training.batch_size"]  # both trained 3 epochs; batch 8 vs 16
-    assert list(comparison.table["training.batch_size"]) == [8, 16]
+    assert comparison.differing_settings == ["training.batch_size"]  # both trained 3 epochs; default batch vs 16
+    assert list(comparison.table["training.batch_size"]) == [Config().training.batch_size, 16]
     assert list(comparison.table["cv_f1"]) == [0.60, 0.55]
 
 
