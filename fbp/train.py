@@ -63,12 +63,12 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
     from accelerate import PartialState
     from transformers.utils import logging as transformers_logging
 
+    from .model import prepare_model
+
     transformers_logging.disable_progress_bar()  # our own progress bars replace the per-save tqdm noise
     console = console or default_console
     # Without a GPU, accelerate runs several processes (torchrun on CPU, gloo) only when told it is on CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
-    from .model import prepare_model
-
     run = RunDir(run_dir)
     essays, spans = select_essays(config)
     folds = folds_to_train(config, essays)
