@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .config import flatten_config
 from .errors import FbpError, UsageError
 from .labels import CLASSES
 from .atomic import write_atomic, write_atomic_bytes
@@ -180,9 +181,9 @@ def _from_run_json(path: Path, content: Dict[str, Any]) -> RunSummary:
     return RunSummary(
         name=record.name or path.parent.name,
         source=path,
-        model=record.model or flatten_settings(record.config).get("model.name"),
+        model=record.model or flatten_config(record.config).get("model.name"),
         status=record.status,
-        settings=flatten_settings(record.config),
+        settings=flatten_config(record.config),
         cv_f1=record.cv_f1,
         per_class=dict(record.cv_per_class),
         folds=folds,
@@ -254,17 +255,6 @@ def _model_name_near(directory: Path) -> Optional[str]:
         return None
     architectures = model_config.get("architectures") or [None]
     return model_config.get("_name_or_path") or model_config.get("model_type") or architectures[0]
-
-
-def flatten_settings(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """A nested config as dotted keys, down to the leaves (``decoding.min_words.Lead``)."""
-    flat: Dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten_settings(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 # --- the comparison -------------------------------------------------------------------------------------------

@@ -144,6 +144,18 @@ class Config(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def flatten_config(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """A nested config as dotted keys, down to the leaves (``{"decoding": {"min_words": {"Lead": 9}}}`` ->
+    ``{"decoding.min_words.Lead": 9}``)."""
+    flat: Dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def set_dotted(tree: Dict[str, Any], key: str, value: Any) -> None:
     """Set ``tree["a"]["b"] = value`` for ``key = "a.b"``, creating sections as needed."""
     *sections, last = key.split(".")

@@ -15,27 +15,16 @@ import yaml
 
 from . import __version__
 from .atomic import write_atomic
-from .config import Config
+from .config import Config, flatten_config
 from .errors import UsageError
 
 # Settings that may change between invocations on the same run directory without making it another run.
 RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size")
 
 
-def flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and key not in ("min_words", "min_confidence"):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """Dotted keys whose values differ, ignoring settings that do not change what is trained."""
-    old_flat, new_flat = flatten(old), flatten(new)
+    old_flat, new_flat = flatten_config(old), flatten_config(new)
     keys = sorted(set(old_flat) | set(new_flat))
     return [
         f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}"
