@@ -14,7 +14,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 
@@ -27,7 +26,7 @@ def main() -> None:
     from fbp.config import DecodingConfig
     from fbp.labels import CLASSES
     from fbp.metric import score
-    from fbp.spans import decode_essays, tune_thresholds
+    from fbp.spans import cross_fitted_thresholds, decode_essays
     from fbp.word_probs import load_word_probs
 
     summary = json.loads((args.run_dir / "run.json").read_text())
@@ -36,18 +35,13 @@ def main() -> None:
     truth = truth[truth["id"].isin(set(oof))]
     default = DecodingConfig.model_validate(json.loads((args.run_dir / "decoding.json").read_text()))
 
-    ids = np.array(sorted(oof))
-    halves = np.random.default_rng(0).permutation(len(ids)) % 2
-    cross_fitted = []
-    for half in (0, 1):
-        tune_ids, apply_ids = ids[halves != half], ids[halves == half]
-        tuned, _ = tune_thresholds({i: oof[i] for i in tune_ids}, truth[truth["id"].isin(set(tune_ids))], default)
-        cross_fitted.append(decode_essays({i: oof[i] for i in apply_ids}, tuned))
+    oof = dict(sorted(oof.items()))
+    tuned_on_all, cross_fitted = cross_fitted_thresholds(oof, truth, default, groups=[0] * len(oof))  # one group: halves
     before = score(decode_essays(oof, default), truth)
-    after = score(pd.concat(cross_fitted, ignore_index=True), truth)
-    in_sample = score(decode_essays(oof, tune_thresholds(oof, truth, default)[0]), truth)
+    after = score(cross_fitted, truth)
+    in_sample = score(decode_essays(oof, tuned_on_all), truth)
 
-    print(f"config: {args.run_dir} ({len(ids)} out-of-fold essays, {len(truth)} true spans), 2-way cross-fitted tuning, seed 0")
+    print(f"config: {args.run_dir} ({len(oof)} out-of-fold essays, {len(truth)} true spans), 2-way cross-fitted tuning, seed 0")
     print(f"\n| decoding | macro F1 | {' | '.join(CLASSES)} |\n|---|---:|{'---:|' * len(CLASSES)}")
     for name, result in (("default thresholds", before), ("tuned, cross-fitted", after), ("tuned in-sample (optimistic)", in_sample)):
         per_class = result.class_f1()

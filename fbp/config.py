@@ -64,6 +64,7 @@ class TrainingConfig(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU.")
     group_by_length: bool = Field(True, description="Batch windows of similar length (dynamic padding wastes almost nothing).")
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop a fold after this many epochs without a better F1 (off by default).")
+    tune_thresholds: bool = Field(True, description="After training, tune the decoding thresholds on the out-of-fold probabilities (saved for infer; cross-fitted F1 in run.json).")
     seed: int = 42
     dataloader_workers: int = Field(0, ge=0)
 

@@ -210,3 +210,26 @@ def tune_thresholds(
         rows.append(ClassTuning(name, before, best_score, current[0], int(best[0]), current[1], float(best[1])))
     tuned = DecodingConfig(min_words=min_words, min_confidence=min_confidence)
     return tuned, TuningReport(rows)
+
+
+def cross_fitted_thresholds(
+    word_probs_by_id: Mapping[str, np.ndarray], truth: pd.DataFrame, decoding: DecodingConfig, groups: Sequence[int]
+) -> Tuple[DecodingConfig, pd.DataFrame]:
+    """Thresholds tuned on all essays, and an honest estimate of what tuning gains.
+
+    Each group's essays (``groups``: one fold number per essay of ``word_probs_by_id``, in order) are decoded
+    with thresholds tuned on the other groups only, so the returned predictions can be scored without the
+    optimism of tuning and scoring on the same essays. With a single group, the essays are split in two halves
+    (seed 0). Returns (thresholds tuned on every essay, cross-fitted predictions).
+    """
+    ids = list(word_probs_by_id)
+    groups = np.asarray(groups)
+    if len(np.unique(groups)) < 2:
+        groups = np.random.default_rng(0).permutation(len(ids)) % 2
+    predictions = []
+    for group in np.unique(groups):
+        tune_ids = {essay_id for essay_id, g in zip(ids, groups) if g != group}
+        tuned, _ = tune_thresholds({i: word_probs_by_id[i] for i in tune_ids}, truth[truth["id"].isin(tune_ids)], decoding)
+        predictions.append(decode_essays({i: word_probs_by_id[i] for i, g in zip(ids, groups) if g == group}, tuned))
+    tuned_on_all, _ = tune_thresholds(word_probs_by_id, truth, decoding)
+    return tuned_on_all, pd.concat(predictions, ignore_index=True)

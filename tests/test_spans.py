@@ -141,3 +141,30 @@ def test_candidate_spans_report_length_and_confidence():
     candidates = candidate_spans({"a": probs_of(["B-Claim", "I-Claim", "O", "B-Lead"], confidence=0.8)})
     assert candidates.length.tolist() == [2, 1]
     assert candidates.confidence[0] == pytest.approx(0.8 + 0.2 / 14)
+
+
+def test_cross_fitted_tuning_decodes_each_group_with_thresholds_tuned_on_the_others():
+    import numpy as np
+    import pandas as pd
+
+    from fbp.config import DecodingConfig
+    from fbp.labels import begin_id, inside_id
+    from fbp.spans import cross_fitted_thresholds
+
+    # Every essay: one confident 4-word Claim. The default Claim min_words (3) keeps it; tuning must not lose it.
+    probs, truth_rows = {}, []
+    for index in range(6):
+        word_probs = np.full((10, 15), 0.01, dtype=np.float32)
+        word_probs[:, 0] = 0.86
+        word_probs[2] = 0.01
+        word_probs[2, begin_id(2)] = 0.86
+        word_probs[3:6] = 0.01
+        word_probs[3:6, inside_id(2)] = 0.86
+        probs[f"e{index}"] = word_probs
+        truth_rows.append({"id": f"e{index}", "class": "Claim", "predictionstring": "2 3 4 5"})
+    truth = pd.DataFrame(truth_rows)
+    tuned, predictions = cross_fitted_thresholds(probs, truth, DecodingConfig(), groups=[0, 0, 1, 1, 2, 2])
+    assert sorted(predictions["id"]) == sorted(probs) and set(predictions["class"]) == {"Claim"}
+    assert tuned.min_words["Claim"] <= 4 and tuned.min_confidence["Claim"] <= 0.86
+    _, halves = cross_fitted_thresholds(probs, truth, DecodingConfig(), groups=[0] * 6)  # one group: split in halves
+    assert len(halves) == 6

@@ -59,6 +59,10 @@ def test_run_directory_holds_the_contract(trained_run, processed_demo):
         meta = json.loads((checkpoint / "fbp.json").read_text())
         assert meta["max_length"] == 128 and meta["stride"] == 32 and meta["best_epoch"] == fold["best_epoch"]
     assert not (run_dir / ".work").exists(), "the Trainer's epoch checkpoints are removed once a fold ends"
+    # Thresholds tuned out of fold after training: an honest (cross-fitted) F1, and saved for infer.
+    assert 0.0 <= summary["cv_f1_tuned"] <= 1.0 and set(summary["cv_per_class_tuned"]) <= set(CLASSES)
+    tuned = json.loads((run_dir / "decoding.json").read_text())
+    assert all(json.loads((run_dir / f"fold_{f}" / "fbp.json").read_text())["decoding"] == tuned for f in (0, 1))
     essays = load_processed(processed_demo).essays
     validation = essays[essays["fold"].isin([0, 1])]
     oof = load_word_probs(run_dir / "oof_word_probs.npz")
