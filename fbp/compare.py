@@ -27,7 +27,7 @@ from .atomic import write_atomic, write_atomic_bytes
 if TYPE_CHECKING:
     import pandas as pd
 
-SCORE_COLUMNS = ["cv_f1", *CLASSES]  # higher is better; the best of each is highlighted
+SCORE_COLUMNS = ["cv_f1", "cv_f1_tuned", *CLASSES]  # higher is better; the best of each is highlighted
 HIDDEN_SETTINGS = {"name"}  # already the first column
 SHORT_CLASS_NAMES = {"Lead": "Lead", "Position": "Posit", "Claim": "Claim", "Counterclaim": "Counter", "Rebuttal": "Rebut",
                      "Evidence": "Evid", "Concluding Statement": "Concl"}
@@ -58,6 +58,7 @@ class RunRecord(_Record):
     status: str = "complete"
     config: Dict[str, Any] = {}
     cv_f1: Optional[float] = None
+    cv_f1_tuned: Optional[float] = None  # with thresholds tuned out of fold, cross-fitted (fbp train)
     cv_per_class: Dict[str, Optional[float]] = {}
     train_seconds: Optional[float] = None
     folds: List[FoldRecord] = []
@@ -99,6 +100,7 @@ class RunSummary:
     folds: List[FoldCurve]
     train_seconds: Optional[float]
     best_checkpoint: Optional[str] = None
+    cv_f1_tuned: Optional[float] = None  # fbp train: thresholds tuned out of fold, cross-fitted
 
 
 @dataclass
@@ -185,6 +187,7 @@ def _from_run_json(path: Path, content: Dict[str, Any]) -> RunSummary:
         status=record.status,
         settings=flatten_config(record.config),
         cv_f1=record.cv_f1,
+        cv_f1_tuned=record.cv_f1_tuned,
         per_class=dict(record.cv_per_class),
         folds=folds,
         train_seconds=record.train_seconds,
@@ -280,12 +283,12 @@ def compare_runs(paths: Sequence[Path], sort: Optional[str] = None) -> Compariso
     for run in runs:
         row: Dict[str, Any] = {"run": run.name if run.status in ("complete", "trainer_state") else f"{run.name} ({run.status})", "model": run.model}
         row.update({key: _cell_value(run.settings.get(key)) for key in settings})
-        row["cv_f1"] = run.cv_f1
+        row["cv_f1"], row["cv_f1_tuned"] = run.cv_f1, run.cv_f1_tuned
         row.update({name: run.per_class.get(name) for name in CLASSES})
         row["best_epochs"] = " ".join(_format_epoch(fold.best_epoch) for fold in run.folds) or None
         row["train_seconds"] = run.train_seconds
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["run", "model", *settings, "cv_f1", *CLASSES, "best_epochs", "train_seconds"])
+    table = pd.DataFrame(rows, columns=["run", "model", *settings, "cv_f1", "cv_f1_tuned", *CLASSES, "best_epochs", "train_seconds"])
     table[SCORE_COLUMNS + ["train_seconds"]] = table[SCORE_COLUMNS + ["train_seconds"]].astype(float)
     if sort:
         column = _find_column(table, sort)
@@ -307,7 +310,7 @@ def _format_epoch(epoch: Optional[float]) -> str:
 
 def _find_column(table: "pd.DataFrame", wanted: str) -> str:
     """A column by its name, a class by name or short name, or a familiar alias (case-insensitive)."""
-    aliases = {"name": "run", "f1": "cv_f1", "time": "train_seconds", "seconds": "train_seconds", "epochs": "best_epochs"}
+    aliases = {"name": "run", "f1": "cv_f1", "tuned": "cv_f1_tuned", "time": "train_seconds", "seconds": "train_seconds", "epochs": "best_epochs"}
     aliases.update({short.lower(): name for name, short in SHORT_CLASS_NAMES.items()})
     lowered = {column.lower(): column for column in table.columns}
     key = wanted.strip().lower()
@@ -342,6 +345,7 @@ def render_table(comparison: Comparison):
     for header in headers if inline else []:
         scores.add_column(header, overflow="fold", style="cyan")
     scores.add_column("CV F1", justify="right", no_wrap=True)
+    scores.add_column("tuned", justify="right", no_wrap=True)  # thresholds tuned out of fold, cross-fitted
     for name in CLASSES:
         scores.add_column(SHORT_CLASS_NAMES[name], justify="right", no_wrap=True)
     scores.add_column("best\nepochs", justify="right")
@@ -351,7 +355,7 @@ def render_table(comparison: Comparison):
         cells += [_text(row[key]) for key in settings] if inline else []
         for column in SCORE_COLUMNS:
             value = row[column]
-            text = "-" if _missing(value) else f"{value:.4f}" if column == "cv_f1" else f"{value:.3f}"
+            text = "-" if _missing(value) else f"{value:.4f}" if column.startswith("cv_f1") else f"{value:.3f}"
             cells.append(f"[bold green]{text}[/]" if column in best and value == best[column] else text)
         cells += [_text(row["best_epochs"]), format_seconds(row["train_seconds"])]
         scores.add_row(*cells)
@@ -407,6 +411,7 @@ def write_json(comparison: Comparison, path: Path) -> None:
             "status": run.status,
             "settings": {key: run.settings.get(key) for key in comparison.differing_settings},
             "cv_f1": run.cv_f1,
+            "cv_f1_tuned": run.cv_f1_tuned,
             "cv_per_class": run.per_class,
             "train_seconds": run.train_seconds,
             "best_checkpoint": run.best_checkpoint,
