@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import UsageError
+from .errors import FbpError, UsageError
 from .labels import CLASSES
 
 
@@ -86,6 +86,25 @@ class DecodingConfig(Section):
         if unknown:
             raise ValueError(f"unknown class {unknown}; allowed: {', '.join(CLASSES)}")
         return value
+
+
+def validate_decoding(stored: Any, source: str) -> DecodingConfig:
+    """Thresholds read from ``source`` (a decoding.json, a checkpoint's fbp.json...), validated: FbpError if bad."""
+    try:
+        return DecodingConfig.model_validate(stored)
+    except ValidationError as error:
+        raise FbpError(f"{source}: invalid decoding thresholds ({error.errors()[0]['msg']})") from None
+
+
+def read_decoding(path: Path) -> DecodingConfig:
+    """Validated thresholds from a ``decoding.json`` (``{"min_words": {...}, "min_confidence": {...}}``)."""
+    import json
+
+    try:
+        stored = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise FbpError(f"cannot read decoding thresholds from {path}: {error}") from None
+    return validate_decoding(stored, str(path))
 
 
 class TrackingConfig(Section):

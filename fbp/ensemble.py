@@ -17,7 +17,9 @@ import numpy as np
 
 from .config import DecodingConfig
 from .errors import FbpError, UsageError
-from .infer import check_label_sets, parse_weights, read_decoding, read_truth, run_decoding
+from .config import read_decoding
+from .infer import check_label_sets, parse_weights, read_truth
+from .run import RunDir
 from .model import is_checkpoint, run_checkpoints
 
 
@@ -61,7 +63,7 @@ def load_oof_members(paths: Sequence[Path]) -> List[OofMember]:
             )
         if run_checkpoints(path):
             check_label_sets(run_checkpoints(path))
-        members.append(OofMember(str(path), load_word_probs(oof_file), run_decoding(path)))
+        members.append(OofMember(str(path), load_word_probs(oof_file), RunDir(path).decoding()))
     return members
 
 

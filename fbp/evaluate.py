@@ -102,24 +102,6 @@ def is_run_dir(path: Path) -> bool:
     return run.summary_path.exists() or run.oof_path.exists()
 
 
-def run_decoding(run: RunDir) -> DecodingConfig:
-    """The run's thresholds in use: ``decoding.json``, else its ``config.yaml``'s decoding, else the defaults."""
-    import yaml
-
-    from .config import DecodingConfig
-
-    if run.decoding_path.exists():
-        stored, source = _read_json(run.decoding_path), run.decoding_path
-    elif run.config_path.exists():
-        stored, source = (yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}).get("decoding", {}), run.config_path
-    else:
-        return DecodingConfig()
-    try:
-        return DecodingConfig.model_validate(stored)
-    except ValueError as error:
-        raise FbpError(f"{source}: invalid decoding thresholds ({error})") from None
-
-
 def run_truth_path(run: RunDir) -> Path:
     """``spans.parquet`` of the processed data the run was trained on (from run.json, else config.yaml)."""
     import yaml
@@ -187,7 +169,7 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool) -> Evaluation:
     true_spans = true_spans[true_spans["id"].isin(set(word_probs))]
     if true_spans.empty:
         raise FbpError(f"{truth_path} has no spans for the {len(word_probs)} essays of {run.oof_path} (is it the truth this run was trained on?)")
-    decoding = run_decoding(run)
+    decoding = run.decoding()
     tuning, saved = None, []
     if tune:
         decoding, tuning = tune_thresholds(word_probs, true_spans, decoding)

@@ -13,16 +13,15 @@ memory-mapped scratch file, not in RAM.
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .atomic import atomic_file
-from .config import DecodingConfig
+from .config import DecodingConfig, read_decoding, validate_decoding
 from .errors import FbpError, UsageError
 from .labels import LABELS, NUM_LABELS
 from .model import expand_checkpoints, read_checkpoint_meta
@@ -136,32 +135,8 @@ def resolve_decoding(members: Sequence[Member], decoding_file: Optional[Path] = 
             source = member.checkpoints[0] / "fbp.json"
             stored = read_checkpoint_meta(member.checkpoints[0]).get("decoding")
             if stored:
-                return _validate_decoding(stored, str(source)), str(source)
+                return validate_decoding(stored, str(source)), str(source)
     return DecodingConfig(), "fbp's defaults"
-
-
-def run_decoding(run_dir: Path) -> DecodingConfig:
-    """A run's thresholds (``decoding.json``), or fbp's defaults when it has none."""
-    stored = run_dir / "decoding.json"
-    return read_decoding(stored) if stored.exists() else DecodingConfig()
-
-
-def read_decoding(path: Path) -> DecodingConfig:
-    """Validated thresholds from a ``decoding.json`` (``{"min_words": {...}, "min_confidence": {...}}``)."""
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise FbpError(f"cannot read decoding thresholds from {path}: {error}") from None
-    return _validate_decoding(stored, str(path))
-
-
-def _validate_decoding(stored: Dict, source: str) -> DecodingConfig:
-    from pydantic import ValidationError
-
-    try:
-        return DecodingConfig.model_validate(stored)
-    except ValidationError as error:
-        raise FbpError(f"{source}: invalid decoding thresholds ({error.errors()[0]['msg']})") from None
 
 
 class WordProbSum:

@@ -15,7 +15,7 @@ import yaml
 
 from . import __version__
 from .atomic import write_atomic
-from .config import Config, flatten_config
+from .config import Config, DecodingConfig, flatten_config, read_decoding, validate_decoding
 from .errors import UsageError
 
 # Settings that may change between invocations on the same run directory without making it another run.
@@ -82,6 +82,15 @@ class RunDir:
             }
         summary["config"] = resolved
         return summary
+
+    def decoding(self) -> DecodingConfig:
+        """The thresholds in use: ``decoding.json`` (tuned), else the run's configured ones, else fbp's defaults."""
+        if self.decoding_path.exists():
+            return read_decoding(self.decoding_path)
+        if self.config_path.exists():
+            configured = (yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}).get("decoding", {})
+            return validate_decoding(configured, str(self.config_path))
+        return DecodingConfig()
 
     def read_summary(self) -> Optional[Dict[str, Any]]:
         if not self.summary_path.exists():

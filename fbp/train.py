@@ -141,14 +141,6 @@ def _finish_summary(run: RunDir, summary: Dict, spans: pd.DataFrame, config: Con
         run.work_path.rmdir()
 
 
-def _load_decoding(run: RunDir, config: Config):
-    import json
-
-    from .config import DecodingConfig
-
-    return DecodingConfig.model_validate(json.loads(run.decoding_path.read_text())) if run.decoding_path.exists() else config.decoding
-
-
 def print_run_summary(summary: Dict, console: Console) -> None:
     from rich.table import Table
 
@@ -269,7 +261,7 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
         save_checkpoint(fold_dir, trainer.model, tokenizer, {
             "max_length": windows.max_length, "stride": windows.stride, "label_subtokens": windows.label_subtokens,
             "model": config.model.name, "fold": fold, "run": config.name or run.path.name, "fbp_version": __version__,
-            "decoding": _load_decoding(run, config).model_dump(mode="json"), "best_epoch": best["epoch"], "best_f1": best["f1"],
+            "decoding": run.decoding().model_dump(mode="json"), "best_epoch": best["epoch"], "best_f1": best["f1"],
         })
         console.print(f"[green]fold {fold}: kept epoch {best['epoch']} (F1 {best['f1']:.4f}, the best of {len(records)}) in {fold_dir}[/]")
         shutil.rmtree(work_dir, ignore_errors=True)
