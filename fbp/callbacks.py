@@ -12,10 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from transformers import TrainerCallback
 
-from .labels import CLASSES
-
-SHORT_NAMES = {"Lead": "Lead", "Position": "Posit", "Claim": "Claim", "Counterclaim": "Count", "Rebuttal": "Rebut", "Evidence": "Evid", "Concluding Statement": "Concl"}
-
+from .labels import CLASSES, SHORT_NAMES
 
 def metric_key(class_name: str) -> str:
     """Name of a class's F1 in the Trainer's metrics (``f1_Concluding_Statement``)."""
@@ -55,7 +52,7 @@ def _row_table(show_header: bool) -> Table:
     table.add_column("loss", justify="right", width=6, no_wrap=True)
     table.add_column("F1", justify="right", width=5, style="bold", no_wrap=True)
     for name in CLASSES:
-        table.add_column(SHORT_NAMES[name], justify="right", width=5, no_wrap=True)
+        table.add_column(SHORT_NAMES[name], justify="right", width=max(5, len(SHORT_NAMES[name])), no_wrap=True)
     table.add_column("verdict", min_width=34, no_wrap=True)
     return table
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .config import flatten_config
 from .errors import FbpError, UsageError
-from .labels import CLASSES
+from .labels import CLASSES, SHORT_NAMES
 from .atomic import write_atomic, write_atomic_bytes
 
 if TYPE_CHECKING:
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 SCORE_COLUMNS = ["cv_f1", "cv_f1_tuned", *CLASSES]  # higher is better; the best of each is highlighted
 HIDDEN_SETTINGS = {"name"}  # already the first column
-SHORT_CLASS_NAMES = {"Lead": "Lead", "Position": "Posit", "Claim": "Claim", "Counterclaim": "Counter", "Rebuttal": "Rebut",
-                     "Evidence": "Evid", "Concluding Statement": "Concl"}
-
 
 # --- what is read from a run.json (lenient: extra keys are fine, wrong types are reported) -----------------
 
@@ -311,7 +308,7 @@ def _format_epoch(epoch: Optional[float]) -> str:
 def _find_column(table: "pd.DataFrame", wanted: str) -> str:
     """A column by its name, a class by name or short name, or a familiar alias (case-insensitive)."""
     aliases = {"name": "run", "f1": "cv_f1", "tuned": "cv_f1_tuned", "time": "train_seconds", "seconds": "train_seconds", "epochs": "best_epochs"}
-    aliases.update({short.lower(): name for name, short in SHORT_CLASS_NAMES.items()})
+    aliases.update({short.lower(): name for name, short in SHORT_NAMES.items()})
     lowered = {column.lower(): column for column in table.columns}
     key = wanted.strip().lower()
     column = lowered.get(key) or aliases.get(key) or lowered.get(key.replace("_", " "))
@@ -347,7 +344,7 @@ def render_table(comparison: Comparison):
     scores.add_column("CV F1", justify="right", no_wrap=True)
     scores.add_column("tuned", justify="right", no_wrap=True)  # thresholds tuned out of fold, cross-fitted
     for name in CLASSES:
-        scores.add_column(SHORT_CLASS_NAMES[name], justify="right", no_wrap=True)
+        scores.add_column(SHORT_NAMES[name], justify="right", no_wrap=True)
     scores.add_column("best\nepochs", justify="right")
     scores.add_column("time", justify="right", no_wrap=True)
     for _, row in table.iterrows():

@@ -11,6 +11,9 @@ CLASSES = (
 )
 OUTSIDE = "O"
 # Index 0 is "O"; class c (0-based) has B at 1 + 2c and I at 2 + 2c.
+# Column headers for tables that show every class side by side.
+SHORT_NAMES = {"Lead": "Lead", "Position": "Posit", "Claim": "Claim", "Counterclaim": "Counter", "Rebuttal": "Rebut",
+               "Evidence": "Evid", "Concluding Statement": "Concl"}
 LABELS = (OUTSIDE,) + tuple(f"{prefix}-{cls}" for cls in CLASSES for prefix in ("B", "I"))
 NUM_LABELS = len(LABELS)
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}

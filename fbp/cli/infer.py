@@ -107,18 +107,17 @@ def ensemble(
     _print_result(result, started)
 
 
-SHORT_CLASS_NAMES = {"Counterclaim": "Counter", "Concluding Statement": "Concluding"}
 
 
 def _print_oof_report(report) -> None:
-    from ..labels import CLASSES
+    from ..labels import CLASSES, SHORT_NAMES
 
     table = Table(title=f"out-of-fold F1 on {report.essays:,} essays shared by all members", title_justify="left")
     table.add_column("model", overflow="fold", max_width=28)
     table.add_column("weight", justify="right")
     table.add_column("macro F1", justify="right", style="bold")
     for name in CLASSES:
-        table.add_column(SHORT_CLASS_NAMES.get(name, name), justify="right", no_wrap=True)
+        table.add_column(SHORT_NAMES[name], justify="right", no_wrap=True)
     rows = [(name, f"{weight:.2f}", result) for name, weight, result in zip(report.members, report.weights, report.member_results)]
     rows.append(("ensemble", "", report.ensemble_result))
     if report.fitted_result is not None:
