@@ -22,14 +22,21 @@ from .errors import UsageError
 RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size")
 
 
+def run_settings(config_tree: Dict[str, Any]) -> Dict[str, Any]:
+    """The dotted settings that make a run what it is (those in ``RESUMABLE_KEYS`` left out)."""
+    return {
+        key: value for key, value in flatten_config(config_tree).items()
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
+    }
+
+
 def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """Dotted keys whose values differ, ignoring settings that do not change what is trained."""
-    old_flat, new_flat = flatten_config(old), flatten_config(new)
-    keys = sorted(set(old_flat) | set(new_flat))
+    old_settings, new_settings = run_settings(old), run_settings(new)
     return [
-        f"{key}: {old_flat.get(key)!r} -> {new_flat.get(key)!r}"
-        for key in keys
-        if old_flat.get(key) != new_flat.get(key) and not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
+        f"{key}: {old_settings.get(key)!r} -> {new_settings.get(key)!r}"
+        for key in sorted(set(old_settings) | set(new_settings))
+        if old_settings.get(key) != new_settings.get(key)
     ]
 
 

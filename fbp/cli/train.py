@@ -14,11 +14,9 @@ from ._app import ConfigArg, SetOpt, WandbOpt, app, console
 
 def default_run_dir(config, config_path: Optional[Path]) -> Path:
     """``runs/<config>-<hash of the settings>``: the same command resumes the same run, another config gets its own."""
-    from ..config import flatten_config
-    from ..run import RESUMABLE_KEYS
+    from ..run import run_settings
 
-    settings = {k: v for k, v in flatten_config(config.model_dump(mode="json")).items()
-                if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)}
+    settings = run_settings(config.model_dump(mode="json"))
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
     return Path("runs") / f"{config_path.stem if config_path else 'default'}-{digest}"
 
