@@ -169,6 +169,24 @@ def load_model_for_training(name: str, model_config: Any, max_length: Optional[i
     return model
 
 
+def token_classification_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Cross-entropy per labelled token, averaged over every labelled token of the optimizer step.
+
+    Given to the Trainer as ``compute_loss_func``. The stock token classifiers average over their own
+    micro-batch yet declare ``**kwargs``, so the Trainer takes them to normalise by ``num_items_in_batch``
+    and skips its own scaling: under DDP the loss (logged and backpropagated) came out multiplied by the
+    number of processes, and with gradient accumulation by the accumulation steps. Summing here and dividing
+    by the Trainer's count of labelled tokens (across accumulation steps and processes) makes both exact.
+    """
+    import torch.nn.functional as F
+
+    logits = outputs["logits"]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=-100, reduction="sum")
+    if num_items_in_batch is None:  # evaluation: this batch's own mean
+        num_items_in_batch = labels.ne(-100).sum().clamp(min=1)
+    return loss / num_items_in_batch
+
+
 @dataclass
 class Checkpoint:
     """A loaded fbp checkpoint: the model (eval mode), its tokenizer and its ``fbp.json`` metadata."""

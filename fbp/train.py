@@ -169,7 +169,7 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
 
     from .callbacks import EpochReportCallback, RichProgressCallback, epoch_records
     from .evaluation import FoldEvaluator, WordLevelTrainer
-    from .model import load_model_for_training, save_checkpoint
+    from .model import load_model_for_training, save_checkpoint, token_classification_loss
     from .tracking import start_wandb_run
     from .windows import make_windows, model_features, window_metadata
 
@@ -239,6 +239,7 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
         eval_dataset=model_features(val_windows),
         data_collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None),
         processing_class=tokenizer,
+        compute_loss_func=token_classification_loss,  # exact under DDP and gradient accumulation
         compute_metrics=evaluator,
         preprocess_logits_for_metrics=WordLevelTrainer.probabilities,
         callbacks=callbacks,

@@ -158,6 +158,8 @@ def test_training_under_torchrun_with_two_processes(tmp_path, processed_demo, ti
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     summary = json.loads((run_dir / "run.json").read_text())
     assert [f["fold"] for f in summary["folds"]] == [0] and (run_dir / "fold_0" / "model.safetensors").exists()
+    # The logged loss is the mean over both processes' tokens, not multiplied by the number of processes (it was 2x).
+    assert summary["folds"][0]["epochs"][0]["loss"] < 1.3 * np.log(NUM_LABELS)
 
 
 def test_best_epoch_is_the_highest_f1_and_ties_go_to_the_lower_loss():
@@ -177,3 +179,27 @@ def test_best_epoch_is_the_highest_f1_and_ties_go_to_the_lower_loss():
         {"loss": 1.1}, {"eval_f1": 0.30, "eval_selection": selection_score(0.30, 0.9), "epoch": 4.0},  # loss never beats F1
     ]
     assert [record["saved"] for record in epoch_records(history)] == [True, True, True, False]
+
+
+def test_gradient_accumulation_gives_the_same_loss_and_weights_as_one_big_batch(tmp_path, processed_demo, tiny_model_dir):
+    """Batches of 8 and batches of 4 accumulated twice are the same optimizer steps: same logged loss, same weights.
+
+    The stock token classifiers make the Trainer skip its loss scaling (they declare ``**kwargs``), which logged and
+    backpropagated the loss times the accumulation steps (and times the processes under DDP); fbp's own loss does not.
+    """
+    from safetensors.numpy import load_file
+
+    from fbp.train import train_run
+
+    losses, weights = [], []
+    for batch_size, accumulation in ((8, 1), (4, 2)):
+        run_dir = tmp_path / f"b{batch_size}x{accumulation}"
+        config = tiny_config(processed_demo, tiny_model_dir, **{
+            "data.train_folds": [0], "training.epochs": 1, "training.batch_size": batch_size,
+            "training.gradient_accumulation": accumulation, "tracking.wandb": "disabled", "training.tune_thresholds": False})
+        summary = train_run(config, run_dir)
+        losses.append(summary["folds"][0]["epochs"][0]["loss"])
+        weights.append(load_file(str(run_dir / "fold_0" / "model.safetensors")))
+    assert losses[1] == pytest.approx(losses[0], rel=0.02), losses  # (2x before the fix)
+    for name, value in weights[0].items():
+        np.testing.assert_allclose(weights[1][name], value, atol=1e-4, err_msg=name)
