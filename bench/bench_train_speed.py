@@ -4,7 +4,8 @@ The same windows of the same essays (max_length 512, stride 128, MiniLM) go thro
 for one epoch three ways; each way runs `--repeats` times, interleaved, so machine noise hits all alike:
 
 - notebook: every window padded to max_length, random order (the usual notebook set-up);
-- fbp: length-grouped batches padded only to their longest window (`fbp train`'s set-up), dropout as the model has it (0.1);
+- fbp: length-grouped batches padded only to their longest window, in random order (`fbp train`'s Trainer), dropout as
+  the model has it (0.1);
 - fbp, no dropout: the same with `model.hidden_dropout=0, model.attention_dropout=0`.
 
 Speed is real (non-padding) training tokens per second; the ratio is against the notebook.
@@ -42,6 +43,7 @@ def one_epoch(features, padded: bool, dropout: bool, batch_size: int, tokenizer)
     from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
 
     from fbp.config import ModelConfig
+    from fbp.evaluation import WordLevelTrainer
     from fbp.model import load_model_for_training, resolve_model_name
 
     model_config = ModelConfig() if dropout else ModelConfig(hidden_dropout=0.0, attention_dropout=0.0)
@@ -51,7 +53,8 @@ def one_epoch(features, padded: bool, dropout: bool, batch_size: int, tokenizer)
                              disable_tqdm=True, use_cpu=True, seed=0, dataloader_pin_memory=False,
                              train_sampling_strategy="random" if padded else "group_by_length")
     collator = DataCollatorForTokenClassification(tokenizer, padding="max_length" if padded else True, max_length=MAX_LENGTH)
-    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collator, processing_class=tokenizer)
+    trainer_class = Trainer if padded else WordLevelTrainer  # fbp's Trainer: length-grouped batches in random order
+    trainer = trainer_class(model=model, args=args, train_dataset=features, data_collator=collator, processing_class=tokenizer)
     started = time.perf_counter()
     trainer.train()
     return time.perf_counter() - started

@@ -62,7 +62,7 @@ class TrainingConfig(Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU.")
-    group_by_length: bool = Field(True, description="Batch windows of similar length (dynamic padding wastes almost nothing).")
+    group_by_length: bool = Field(True, description="Batch windows of similar length (dynamic padding wastes almost nothing), the batches in random order.")
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop a fold after this many epochs without a better F1 (off by default).")
     tune_thresholds: bool = Field(True, description="After training, tune the decoding thresholds on the out-of-fold probabilities (saved for infer; cross-fitted F1 in run.json).")
     seed: int = 42

@@ -18,13 +18,41 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from .callbacks import metric_key
 from .config import DecodingConfig
 
 
+class ShuffledLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped batches (little padding), the batches in random order.
+
+    The stock sampler sorts each mega-batch longest first, so every few dozen steps the model trains on a run of
+    consecutive short batches: the tails of long essays, mostly their conclusions, a label mix unlike the rest.
+    Shuffling whole batches keeps the padding saving and makes consecutive steps independent again. The batch
+    holding the longest window still goes first, so an out-of-memory error comes at once.
+    """
+
+    def __iter__(self):
+        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
+        batches = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
+        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        longest = next(k for k, batch in enumerate(batches) if indices[0] in batch)
+        order.remove(longest)
+        return iter([index for k in [longest, *order] for index in batches[k]])
+
+
 class WordLevelTrainer(Trainer):
-    """The Hugging Face Trainer, evaluating windows in dataset order so each maps back to its essay."""
+    """The Hugging Face Trainer, evaluating windows in dataset order so each maps back to its essay, and training
+    on length-grouped batches in random order (:class:`ShuffledLengthGroupedSampler`)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        # Batches of one process's micro-batch size: under DDP and gradient accumulation each optimizer step then
+        # gathers several independent batches.
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return ShuffledLengthGroupedSampler(self.args.train_batch_size, dataset=dataset, model_input_name="input_ids")
 
     def _get_eval_sampler(self, eval_dataset):
         # The stock sampler shuffles by length when group_by_length is on; order matters for stitching.

@@ -203,3 +203,31 @@ def test_gradient_accumulation_gives_the_same_loss_and_weights_as_one_big_batch(
     assert losses[1] == pytest.approx(losses[0], rel=0.02), losses  # (2x before the fix)
     for name, value in weights[0].items():
         np.testing.assert_allclose(weights[1][name], value, atol=1e-4, err_msg=name)
+
+
+def test_length_grouped_batches_come_in_random_order_with_the_longest_first():
+    """Same batches as the Trainer's length grouping (same padding), but not sorted long-to-short within each group."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from fbp.evaluation import ShuffledLengthGroupedSampler
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 512, size=400).tolist()
+    batch_size = 4
+    torch.manual_seed(1)
+    stock = get_length_grouped_indices(lengths, batch_size)
+    torch.manual_seed(1)
+    ours = list(ShuffledLengthGroupedSampler(batch_size, lengths=lengths))
+
+    def batches(indices):
+        return [tuple(sorted(indices[k : k + batch_size])) for k in range(0, len(indices), batch_size)]
+
+    assert sorted(ours) == list(range(len(lengths)))
+    assert sorted(batches(ours)) == sorted(batches(stock))  # same groups, so the same padding
+    assert max(lengths[i] for i in ours[:batch_size]) == max(lengths)
+    # The stock order runs long-to-short within each mega-batch; ours has no such trend.
+    longest_per_batch = [max(lengths[i] for i in batch) for batch in batches(ours)]
+    descending_steps = np.mean(np.diff(longest_per_batch) < 0)
+    stock_descending = np.mean(np.diff([max(lengths[i] for i in batch) for batch in batches(stock)]) < 0)
+    assert stock_descending > 0.9 and 0.3 < descending_steps < 0.7
