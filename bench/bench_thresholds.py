@@ -33,7 +33,9 @@ def main() -> None:
     truth = pd.read_parquet(args.truth or Path(summary["processed_dir"]) / "spans.parquet")
     oof = load_word_probs(args.run_dir / "oof_word_probs.npz")
     truth = truth[truth["id"].isin(set(oof))]
-    default = DecodingConfig.model_validate(json.loads((args.run_dir / "decoding.json").read_text()))
+    # The thresholds the run was configured with (its epochs were scored with them); decoding.json holds the tuned ones
+    # since fbp train tunes at the end of a run.
+    default = DecodingConfig.model_validate(summary["config"]["decoding"])
 
     oof = dict(sorted(oof.items()))
     tuned_on_all, cross_fitted = cross_fitted_thresholds(oof, truth, default, groups=[0] * len(oof))  # one group: halves
