@@ -109,7 +109,7 @@ def main() -> None:
         preprocess(SHARED, processed, n_folds=5, seed=42)
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml", {
         "data.processed_dir": str(processed), "data.max_essays": args.essays, "data.folds": args.folds,
-        "training.epochs": args.epochs, "tracking.wandb": "disabled", "name": "quality-fbp", "data.train_folds": args.fold,
+        "training.epochs": args.epochs, "tracking.wandb": "disabled", "name": "quality-fbp", "data.train_folds": args.fold or None,
         **parse_sets(args.sets)})
     essays, spans = select_essays(config)
     folds = args.fold or sorted(int(f) for f in essays["fold"].unique())

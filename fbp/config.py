@@ -243,7 +243,11 @@ def validate_config(tree: Dict[str, Any], source: str = "config") -> Config:
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dict[str, Any]] = None) -> Config:
-    """Load a YAML config (or the defaults), apply dotted-key ``overrides`` (None values skipped), validate."""
+    """Load a YAML config (or the defaults), apply dotted-key ``overrides``, validate.
+
+    A None override sets the key to None (``--set model.hidden_dropout=null`` keeps the model's own dropout); leave
+    out the keys that were not given.
+    """
     tree: Dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -256,6 +260,5 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dic
         if not isinstance(tree, dict):
             raise UsageError(f"{config_path} must hold a mapping of sections, got {type(tree).__name__}")
     for key, value in (overrides or {}).items():
-        if value is not None:
-            set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return validate_config(tree, source)

@@ -231,3 +231,28 @@ def test_length_grouped_batches_come_in_random_order_with_the_longest_first():
     descending_steps = np.mean(np.diff(longest_per_batch) < 0)
     stock_descending = np.mean(np.diff([max(lengths[i] for i in batch) for batch in batches(stock)]) < 0)
     assert stock_descending > 0.9 and 0.3 < descending_steps < 0.7
+
+
+def test_a_fold_trains_the_same_whatever_ran_before_it_in_the_process(tmp_path, processed_demo):
+    """The new classification head is drawn after seeding, so the global RNG's history does not leak into a run."""
+    import torch
+    from safetensors.numpy import load_file
+    from tiny_models import minilm_tokenizer
+    from transformers import BertConfig, BertModel
+
+    from fbp.train import train_run
+
+    body_dir = tmp_path / "tiny-body"  # a pretrained body without a token-classification head, like MiniLM
+    tokenizer = minilm_tokenizer()
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(body_dir)
+    tokenizer.save_pretrained(body_dir)
+    weights = []
+    for earlier_seed in (1, 2):
+        torch.manual_seed(earlier_seed)  # whatever a notebook or an earlier run drew before
+        config = tiny_config(processed_demo, body_dir, **{
+            "data.train_folds": [1], "training.epochs": 1, "tracking.wandb": "disabled", "training.tune_thresholds": False})
+        train_run(config, tmp_path / f"after_seed_{earlier_seed}")
+        weights.append(load_file(str(tmp_path / f"after_seed_{earlier_seed}" / "fold_1" / "model.safetensors")))
+    for name, value in weights[0].items():
+        np.testing.assert_array_equal(weights[1][name], value, err_msg=name)

@@ -42,11 +42,12 @@ def train_command(
     from ..config import load_config, parse_sets
     from ..train import train_run
 
-    overrides = {
+    options = {
         "data.processed_dir": str(data) if data else None, "data.folds": folds, "data.train_folds": fold or None,
         "data.max_essays": max_essays, "training.epochs": epochs, "model.name": model, "name": name, "tracking.wandb": wandb,
     }
-    overrides.update(parse_sets(sets))
+    overrides = {key: value for key, value in options.items() if value is not None}  # options not given
+    overrides.update(parse_sets(sets))  # here null is a value: --set model.hidden_dropout=null
     config = load_config(config_path, overrides)
     run_dir = output or default_run_dir(config, config_path)
     console.print(f"run directory: [bold]{run_dir}[/]")

@@ -42,9 +42,10 @@ def tune_command(
     if config_path is None and (tune_dir / "config.yaml").exists():
         config_path = tune_dir / "config.yaml"  # resuming: the base config the study started with
         console.print(f"resuming with the base config in [bold]{config_path}[/]")
-    overrides = {"data.processed_dir": str(data) if data else None, "data.folds": folds, "data.max_essays": max_essays,
-                 "training.epochs": epochs, "tracking.wandb": wandb}
-    overrides.update(parse_sets(sets))
+    options = {"data.processed_dir": str(data) if data else None, "data.folds": folds, "data.max_essays": max_essays,
+               "training.epochs": epochs, "tracking.wandb": wandb}
+    overrides = {key: value for key, value in options.items() if value is not None}  # options not given
+    overrides.update(parse_sets(sets))  # here null is a value
     config = load_config(config_path, overrides)
     name = study_name or config.name or tune_dir.resolve().name
     if wandb_sweep is not None:

@@ -1,0 +1,45 @@
+"""Config loading: the shipped YAML configs validate, defaults match, and overrides (null included) apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fbp.config import Config, load_config, parse_sets
+from fbp.errors import UsageError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    assert isinstance(load_config(path), Config)
+
+
+def test_default_yaml_is_the_built_in_default():
+    assert load_config(CONFIGS / "default.yaml") == Config()
+
+
+def test_a_null_override_sets_none_and_keys_not_given_keep_the_file_value():
+    config = load_config(CONFIGS / "default.yaml", parse_sets(["model.hidden_dropout=null", "training.epochs=7"]))
+    assert config.model.hidden_dropout is None  # the model's own dropout
+    assert config.model.attention_dropout == 0.0 and config.training.epochs == 7
+
+
+def test_train_cli_passes_null_through_and_ignores_options_not_given(tmp_path, monkeypatch):
+    """`fbp train --set model.hidden_dropout=null` reaches the run's config; unset named options do not override."""
+    import fbp.train
+    from fbp.cli._app import app
+
+    seen = {}
+    monkeypatch.setattr(fbp.train, "train_run", lambda config, run_dir, **kwargs: seen.update(config=config))
+    app(["train", str(CONFIGS / "default.yaml"), "--set", "model.hidden_dropout=null", "-o", str(tmp_path / "run")],
+        standalone_mode=False)
+    assert seen["config"].model.hidden_dropout is None and seen["config"].model.attention_dropout == 0.0
+    assert seen["config"].training.epochs == Config().training.epochs
+
+
+def test_null_for_a_required_setting_is_a_clear_error():
+    with pytest.raises(UsageError, match="training.epochs"):
+        load_config(None, {"training.epochs": None})
