@@ -30,7 +30,7 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     name: str = Field("minilm", description="`minilm` (packaged, offline), a Hugging Face hub name or a local path.")
-    # 0 by default: a CPU training step is ~1.7x faster without dropout (bench/RESULTS.md); None keeps the model's.
+    # 0 by default: a CPU epoch is ~2.2x faster without dropout (bench/RESULTS.md); None keeps the model's.
     hidden_dropout: Optional[float] = Field(0.0, ge=0, lt=1, description="Override the model's hidden dropout (None keeps it).")
     attention_dropout: Optional[float] = Field(0.0, ge=0, lt=1, description="Override the model's attention dropout (None keeps it).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models on one GPU).")
