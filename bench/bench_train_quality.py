@@ -41,7 +41,7 @@ def notebook_oof(config, essays, folds):
     tokenizer = load_tokenizer(path)
     max_length = config.windows.max_length
 
-    def encode(subset, with_labels=True):
+    def encode(subset):
         encoded = tokenizer([t.split() for t in subset["text"]], is_split_into_words=True, truncation=True,
                             max_length=max_length, padding="max_length")
         rows = []

@@ -191,6 +191,14 @@ def set_dotted(tree: Dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
+def command_overrides(options: Dict[str, Any], sets: Optional[List[str]]) -> Dict[str, Any]:
+    """Overrides from a command line: the named options that were given (None = not given), then ``--set`` values,
+    where null is a value (``--set model.hidden_dropout=null`` keeps the model's own dropout)."""
+    overrides = {key: value for key, value in options.items() if value is not None}
+    overrides.update(parse_sets(sets))
+    return overrides
+
+
 def parse_sets(sets: Optional[List[str]]) -> Dict[str, Any]:
     """Parse ``--set section.key=value`` strings; values are read as YAML (numbers, lists, null...)."""
     parsed = {}

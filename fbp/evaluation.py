@@ -37,9 +37,8 @@ class ShuffledLengthGroupedSampler(LengthGroupedSampler):
         indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
         batches = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
         order = torch.randperm(len(batches), generator=self.generator).tolist()
-        longest = next(k for k, batch in enumerate(batches) if indices[0] in batch)
-        order.remove(longest)
-        return iter([index for k in [longest, *order] for index in batches[k]])
+        order.remove(0)  # batch 0 holds the longest window (get_length_grouped_indices puts it first)
+        return iter([index for k in [0, *order] for index in batches[k]])
 
 
 class WordLevelTrainer(Trainer):

@@ -39,16 +39,14 @@ def train_command(
 
     Re-running the same command resumes: finished folds are skipped, an unfinished fold continues from its last finished epoch. Works unchanged under `torchrun --nproc_per_node N -m fbp train ...` or `accelerate launch -m fbp train ...`.
     """
-    from ..config import load_config, parse_sets
+    from ..config import command_overrides, load_config
     from ..train import train_run
 
     options = {
         "data.processed_dir": str(data) if data else None, "data.folds": folds, "data.train_folds": fold or None,
         "data.max_essays": max_essays, "training.epochs": epochs, "model.name": model, "name": name, "tracking.wandb": wandb,
     }
-    overrides = {key: value for key, value in options.items() if value is not None}  # options not given
-    overrides.update(parse_sets(sets))  # here null is a value: --set model.hidden_dropout=null
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, command_overrides(options, sets))
     run_dir = output or default_run_dir(config, config_path)
     console.print(f"run directory: [bold]{run_dir}[/]")
     try:

@@ -34,7 +34,7 @@ def tune_command(
 
     Example: `fbp tune configs/tune-example.yaml --trials 30 --fold 0` ; `fbp tune CONFIG --wandb-sweep sweep.yaml`.
     """
-    from ..config import load_config, parse_sets
+    from ..config import command_overrides, load_config
     from ..errors import UsageError
     from ..tune import tune_study, write_wandb_sweep
 
@@ -44,9 +44,7 @@ def tune_command(
         console.print(f"resuming with the base config in [bold]{config_path}[/]")
     options = {"data.processed_dir": str(data) if data else None, "data.folds": folds, "data.max_essays": max_essays,
                "training.epochs": epochs, "tracking.wandb": wandb}
-    overrides = {key: value for key, value in options.items() if value is not None}  # options not given
-    overrides.update(parse_sets(sets))  # here null is a value
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, command_overrides(options, sets))
     name = study_name or config.name or tune_dir.resolve().name
     if wandb_sweep is not None:
         if storage:
