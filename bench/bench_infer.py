@@ -94,7 +94,7 @@ def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
     from fbp.config import DecodingConfig
     from fbp.infer import predict_directory, resolve_decoding, resolve_members
     from fbp.metric import score
-    from fbp.spans import decode_essays
+    from fbp.decode import decode_essays
     from fbp.word_probs import average_word_probs, load_word_probs
 
     if not SHARED_TRAIN.is_dir():

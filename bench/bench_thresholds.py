@@ -26,7 +26,7 @@ def main() -> None:
     from fbp.config import DecodingConfig
     from fbp.labels import CLASSES
     from fbp.metric import score
-    from fbp.spans import cross_fitted_thresholds, decode_essays
+    from fbp.decode import cross_fitted_thresholds, decode_essays
     from fbp.word_probs import load_word_probs
 
     summary = json.loads((args.run_dir / "run.json").read_text())

@@ -100,7 +100,7 @@ def main() -> None:
     from fbp.data import preprocess
     from fbp.labels import CLASSES
     from fbp.metric import score
-    from fbp.spans import cross_fitted_thresholds, decode_essays
+    from fbp.decode import cross_fitted_thresholds, decode_essays
     from fbp.train import select_essays, train_run
     from fbp.word_probs import load_word_probs, save_word_probs
 

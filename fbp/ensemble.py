@@ -98,7 +98,7 @@ def ensemble_oof(
     renormalised), keeping a change only when it raises the out-of-fold macro F1.
     """
     from .metric import score
-    from .spans import decode_essays
+    from .decode import decode_essays
     from .word_probs import average_word_probs
 
     members = load_oof_members(paths)

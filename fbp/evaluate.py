@@ -19,7 +19,7 @@ from .metric import MetricResult, SpanSet, parse_spans, score
 if TYPE_CHECKING:  # pydantic models and the run directory load only when a run is evaluated
     from .config import DecodingConfig
     from .run import RunDir
-    from .spans import TuningReport
+    from .decode import TuningReport
 
 SPAN_COLUMNS = ["id", "class", "predictionstring"]
 
@@ -153,7 +153,7 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False) -> Ev
 
 def _evaluate_run(path: Path, truth: Optional[Path], tune: bool) -> Evaluation:
     from .run import RunDir
-    from .spans import decode_essays, tune_thresholds
+    from .decode import decode_essays, tune_thresholds
     from .word_probs import load_word_probs
 
     run = RunDir(path)

@@ -112,7 +112,7 @@ class FoldEvaluator(TrainerCallback):
 
     def __call__(self, eval_prediction) -> Dict[str, float]:
         from .metric import score
-        from .spans import decode_essays
+        from .decode import decode_essays
         from .word_probs import save_word_probs, stitch_word_probs
 
         token_probs = eval_prediction.predictions

@@ -197,7 +197,7 @@ def decode_all(essays: EssayDir, total: WordProbSum, decoding: DecodingConfig) -
     """Spans of every essay, decoded a chunk of essays at a time."""
     import pandas as pd
 
-    from .spans import decode_essays
+    from .decode import decode_essays
 
     frames = []
     for start in range(0, len(essays.ids), DECODE_CHUNK):

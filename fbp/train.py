@@ -112,7 +112,7 @@ def _finish_summary(run: RunDir, summary: Dict, spans: pd.DataFrame, config: Con
 
     from .evaluate import save_decoding
     from .metric import score
-    from .spans import cross_fitted_thresholds, decode_essays
+    from .decode import cross_fitted_thresholds, decode_essays
     from .word_probs import load_word_probs
 
     if not run.decoding_path.exists():

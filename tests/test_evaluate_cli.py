@@ -14,9 +14,9 @@ import yaml
 from fbp.cli import main
 from fbp.config import Config, DecodingConfig
 from fbp.metric import score
-from fbp.spans import decode_essays
+from fbp.decode import decode_essays
 from fbp.word_probs import save_word_probs
-from test_spans import synthetic_oof
+from test_decode import synthetic_oof
 
 TRUTH_CSV = "id,discourse_id,discourse_type,predictionstring\na,1,Claim,0 1 2 3\na,2,Lead,10 11 12\nb,3,Claim,5 6 7\n"
 

@@ -10,7 +10,7 @@ from fbp.config import DecodingConfig
 from fbp.errors import FbpError
 from fbp.labels import CLASSES, LABEL2ID, NUM_LABELS
 from fbp.metric import score
-from fbp.spans import candidate_spans, decode_essays, decode_spans, tune_thresholds
+from fbp.decode import candidate_spans, decode_essays, decode_spans, tune_thresholds
 
 NO_THRESHOLDS = DecodingConfig(min_words={name: 1 for name in CLASSES}, min_confidence={name: 0.0 for name in CLASSES})
 
@@ -149,7 +149,7 @@ def test_cross_fitted_tuning_decodes_each_group_with_thresholds_tuned_on_the_oth
 
     from fbp.config import DecodingConfig
     from fbp.labels import begin_id, inside_id
-    from fbp.spans import cross_fitted_thresholds
+    from fbp.decode import cross_fitted_thresholds
 
     # Every essay: one confident 4-word Claim. The default Claim min_words (3) keeps it; tuning must not lose it.
     probs, truth_rows = {}, []
