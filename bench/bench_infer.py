@@ -68,7 +68,7 @@ def run_side(side: str, checkpoint: str, paths: list[str], batch_size: int, thre
     """Runs in a fresh process: load the checkpoint, predict every essay, report time, words and peak RSS."""
     import torch
 
-    from fbp.model import load_checkpoint
+    from fbp.io.checkpoint import load_checkpoint
     from fbp.word_probs import predict_word_probs
 
     torch.set_num_threads(threads)
@@ -78,7 +78,7 @@ def run_side(side: str, checkpoint: str, paths: list[str], batch_size: int, thre
     if side == "naive":
         outputs = naive_word_probs(loaded.model, loaded.tokenizer, texts)
     else:
-        outputs = (probs for _, probs in predict_word_probs(loaded.model, loaded.tokenizer, texts, MAX_LENGTH, STRIDE, batch_size, progress=False))
+        outputs = (probs for _, probs in predict_word_probs(loaded.model, loaded.tokenizer, texts, MAX_LENGTH, STRIDE, batch_size))
     checksum, words = 0.0, 0
     for word_probs in outputs:
         checksum += float(word_probs[:, 0].sum())
@@ -92,10 +92,11 @@ def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
     import pandas as pd
 
     from fbp.config import DecodingConfig
-    from fbp.infer import predict_directory, resolve_decoding, resolve_members
+    from fbp.predict import predict_directory, resolve_decoding, resolve_members
     from fbp.metric import score
     from fbp.decode import decode_essays
-    from fbp.word_probs import average_word_probs, load_word_probs
+    from fbp.io.word_probs import load_word_probs
+    from fbp.word_probs import average_word_probs
 
     if not SHARED_TRAIN.is_dir():
         sys.exit(f"quality mode needs the shared data at {SHARED_TRAIN}")
@@ -116,7 +117,7 @@ def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
         per_fold = []
         for checkpoint in member.checkpoints:
             probs_file = Path(scratch) / f"{checkpoint.name}.npz"
-            predict_directory([checkpoint], essays_dir, None, save_probs=probs_file, batch_size=batch_size, progress=False)
+            predict_directory([checkpoint], essays_dir, None, save_probs=probs_file, batch_size=batch_size)
             per_fold.append(load_word_probs(probs_file))
     rows = [(checkpoint.name, score(decode_essays(probs, decoding), heldout_truth)) for checkpoint, probs in zip(member.checkpoints, per_fold)]
     rows.append(("fold ensemble", score(decode_essays(average_word_probs(per_fold), decoding), heldout_truth)))
@@ -142,7 +143,8 @@ def main() -> None:
         return
 
     from fbp.config import ModelConfig
-    from fbp.model import load_model_for_training, load_tokenizer, save_checkpoint
+    from fbp.io.checkpoint import save_checkpoint
+    from fbp.model import load_model_for_training, load_tokenizer
     from fbp.windows import make_windows
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -81,7 +81,7 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from fbp.data import load_processed
+    from fbp.io.processed import load_processed
 
     fbp_command = [sys.executable, "-c", "from fbp.cli import main; main()"]
     print(f"data: {args.data_dir}")

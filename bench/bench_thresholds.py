@@ -27,7 +27,7 @@ def main() -> None:
     from fbp.labels import CLASSES
     from fbp.metric import score
     from fbp.decode import cross_fitted_thresholds, decode_essays
-    from fbp.word_probs import load_word_probs
+    from fbp.io.word_probs import load_word_probs
 
     summary = json.loads((args.run_dir / "run.json").read_text())
     truth = pd.read_parquet(args.truth or Path(summary["processed_dir"]) / "spans.parquet")

@@ -1,6 +1,6 @@
 """Training quality on the shared data: `fbp train` vs the notebook way, same essays, folds, epochs and model.
 
-- fbp: `fbp.train.train_run` with configs/default.yaml (MiniLM, windows of 512 with stride 128 covering every
+- fbp: `fbp.training.loop.train_run` with configs/default.yaml (MiniLM, windows of 512 with stride 128 covering every
   word, length-grouped batches, best epoch of each fold by competition F1, the default decoding thresholds).
 - notebook: a plain Hugging Face Trainer set-up as in the public notebooks: each essay truncated to one
   512-token window (no stride: words past it are predicted "O"), every window padded to 512, the last
@@ -97,12 +97,12 @@ def main() -> None:
         raise SystemExit(f"needs the shared data at {SHARED}")
 
     from fbp.config import DecodingConfig, load_config, parse_sets
-    from fbp.data import preprocess
+    from fbp.preprocess import preprocess
     from fbp.labels import CLASSES
     from fbp.metric import score
     from fbp.decode import cross_fitted_thresholds, decode_essays
-    from fbp.train import select_essays, train_run
-    from fbp.word_probs import load_word_probs, save_word_probs
+    from fbp.training.loop import select_essays, train_run
+    from fbp.io.word_probs import load_word_probs, save_word_probs
 
     processed = args.work / "processed"
     if not (processed / "meta.json").exists():

@@ -44,7 +44,7 @@ def one_epoch(features, padded: bool, dropout: bool, batch_size: int, tokenizer)
     from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
 
     from fbp.config import ModelConfig
-    from fbp.evaluation import WordLevelTrainer
+    from fbp.training.trainer import WordLevelTrainer
     from fbp.model import load_model_for_training, resolve_model_name
 
     # Explicit both ways: ModelConfig()'s defaults are fbp's (no dropout), the notebooks keep the model's own 0.1.

@@ -3,23 +3,23 @@
 
 Each input becomes a :class:`RunSummary`; :func:`compare_runs` puts them in one table (a DataFrame) that
 holds only the settings that differ between the runs, the CV F1 and F1 per class, each fold's best epoch
-and the training time. The table is printed with rich (best scores highlighted) and exported as CSV or
-JSON; :func:`plot_epoch_f1` draws every fold's validation F1 per epoch.
+and the training time, exported as CSV or JSON; :func:`plot_epoch_f1` draws every fold's validation F1 per
+epoch. The command line shows the table (``fbp.cli.compare.render_table``).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from .config import flatten_config
+from .io.run_dir import RunDir, RunRecord, validated
 from .errors import FbpError, UsageError
 from .labels import CLASSES, SHORT_NAMES
 from .atomic import write_atomic, write_atomic_bytes
@@ -30,38 +30,12 @@ if TYPE_CHECKING:
 SCORE_COLUMNS = ["cv_f1", "cv_f1_tuned", *CLASSES]  # higher is better; the best of each is highlighted
 HIDDEN_SETTINGS = {"name"}  # already the first column
 
-# --- what is read from a run.json (lenient: extra keys are fine, wrong types are reported) -----------------
+# --- a Hugging Face trainer_state.json (lenient: extra keys are fine, wrong types are reported) ------------
+# (run.json's schema is fbp.io.run_dir.RunRecord, read through its owner.)
 
-class _Record(BaseModel):
+class TrainerStateRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-
-class EpochRecord(_Record):
-    epoch: float
-    f1: Optional[float] = None
-
-
-class FoldRecord(_Record):
-    fold: int
-    best_epoch: Optional[float] = None
-    best_f1: Optional[float] = None
-    seconds: Optional[float] = None
-    epochs: List[EpochRecord] = []
-
-
-class RunRecord(_Record):
-    name: Optional[str] = None
-    model: Optional[str] = None
-    status: str = "complete"
-    config: Dict[str, Any] = {}
-    cv_f1: Optional[float] = None
-    cv_f1_tuned: Optional[float] = None  # with thresholds tuned out of fold, cross-fitted (fbp train)
-    cv_per_class: Dict[str, Optional[float]] = {}
-    train_seconds: Optional[float] = None
-    folds: List[FoldRecord] = []
-
-
-class TrainerStateRecord(_Record):
     log_history: List[Dict[str, Any]]
     best_metric: Optional[float] = None
     best_global_step: Optional[int] = None
@@ -124,11 +98,11 @@ def find_run_files(paths: Sequence[Path]) -> List[Path]:
             files.append(path)
         elif not path.exists():
             raise FbpError(f"{path}: no such file or directory")
-        elif (path / "run.json").is_file():
-            files.append(path / "run.json")
+        elif RunDir(path).summary_path.is_file():
+            files.append(RunDir(path).summary_path)
         elif (path / "trainer_state.json").is_file():
             files.append(path / "trainer_state.json")
-        elif child_runs := sorted(path.glob("*/run.json")):
+        elif child_runs := sorted(RunDir(child).summary_path for child in path.iterdir() if RunDir(child).summary_path.is_file()):
             files.extend(child_runs)
         elif checkpoints := sorted(path.glob("checkpoint-*/trainer_state.json"), key=_checkpoint_step):
             files.append(checkpoints[-1])  # the last checkpoint's state holds the whole log history
@@ -157,22 +131,12 @@ def load_run(path: Path) -> RunSummary:
         raise FbpError(f"cannot read {path}: {error.strerror}") from None
     if isinstance(content, dict) and "log_history" in content:
         return _from_trainer_state(path, content)
-    if isinstance(content, dict) and "folds" in content and "config" in content:
-        return _from_run_json(path, content)
+    if RunRecord.looks_like(content):
+        return _from_run_json(path, RunRecord.from_content(content, path))
     raise FbpError(f"{path} is neither an fbp run.json (no 'folds' and 'config') nor a Hugging Face trainer_state.json (no 'log_history')")
 
 
-def _validated(path: Path, record_type: type, content: Dict[str, Any]):
-    try:
-        return record_type.model_validate(content)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise FbpError(f"{path}: '{where}' {first['msg'].lower()} (got {first.get('input')!r})") from None
-
-
-def _from_run_json(path: Path, content: Dict[str, Any]) -> RunSummary:
-    record: RunRecord = _validated(path, RunRecord, content)
+def _from_run_json(path: Path, record: RunRecord) -> RunSummary:
     folds = [
         FoldCurve(fold.fold, fold.best_epoch, fold.best_f1, [(epoch.epoch, epoch.f1) for epoch in fold.epochs if epoch.f1 is not None])
         for fold in record.folds
@@ -193,7 +157,7 @@ def _from_run_json(path: Path, content: Dict[str, Any]) -> RunSummary:
 
 def _from_trainer_state(path: Path, content: Dict[str, Any]) -> RunSummary:
     """Take what a Trainer state has: per-evaluation F1 (its best one stands in for CV F1), epochs, runtime."""
-    state: TrainerStateRecord = _validated(path, TrainerStateRecord, content)
+    state: TrainerStateRecord = validated(TrainerStateRecord, content, path)
     evaluations = [entry for entry in state.log_history if any(key.startswith("eval_") for key in entry)]
     f1_key = _overall_f1_key(evaluations)
     class_keys = {name: _class_f1_key(evaluations, name) for name in CLASSES}
@@ -313,82 +277,11 @@ def _find_column(table: "pd.DataFrame", wanted: str) -> str:
     key = wanted.strip().lower()
     column = lowered.get(key) or aliases.get(key) or lowered.get(key.replace("_", " "))
     if column is None:
-        raise UsageError(f"--sort: no column '{wanted}'; choose one of: {', '.join(table.columns)}")
+        raise UsageError(f"cannot sort by '{wanted}': no column '{wanted}'; choose one of: {', '.join(table.columns)}")
     return column
 
 
 # --- output ---------------------------------------------------------------------------------------------------
-
-# Up to this many differing settings share the scores table; more get a table of their own, so that a
-# wide comparison stays readable in a terminal instead of folding every column into fragments.
-SETTINGS_IN_SCORES_TABLE = 3
-
-
-def render_table(comparison: Comparison):
-    """Rich tables of the comparison: scores (best value of each score column in bold green) and the settings that differ."""
-    from rich.console import Group
-    from rich.table import Table
-
-    table = comparison.table
-    settings = comparison.differing_settings
-    leaves = [key.rpartition(".")[2] for key in settings]
-    # the setting's own name is enough unless two sections share it
-    headers = [leaf if leaves.count(leaf) == 1 else key for key, leaf in zip(settings, leaves)]
-    inline = len(settings) <= SETTINGS_IN_SCORES_TABLE
-    best = {column: table[column].max() for column in SCORE_COLUMNS if len(table) > 1 and table[column].notna().any()}
-    scores = Table(title=f"{len(table)} runs" + (f"; settings that differ: {', '.join(settings)}" if settings and inline else ""))
-    scores.add_column("run", style="bold", overflow="fold")
-    scores.add_column("model", overflow="fold")
-    for header in headers if inline else []:
-        scores.add_column(header, overflow="fold", style="cyan")
-    scores.add_column("CV F1", justify="right", no_wrap=True)
-    scores.add_column("tuned", justify="right", no_wrap=True)  # thresholds tuned out of fold, cross-fitted
-    for name in CLASSES:
-        scores.add_column(SHORT_NAMES[name], justify="right", no_wrap=True)
-    scores.add_column("best\nepochs", justify="right")
-    scores.add_column("time", justify="right", no_wrap=True)
-    for _, row in table.iterrows():
-        cells = [str(row["run"]), _text(row["model"])]
-        cells += [_text(row[key]) for key in settings] if inline else []
-        for column in SCORE_COLUMNS:
-            value = row[column]
-            text = "-" if _missing(value) else f"{value:.4f}" if column.startswith("cv_f1") else f"{value:.3f}"
-            cells.append(f"[bold green]{text}[/]" if column in best and value == best[column] else text)
-        cells += [_text(row["best_epochs"]), format_seconds(row["train_seconds"])]
-        scores.add_row(*cells)
-    if inline:
-        return scores
-    differing = Table(title="settings that differ")
-    differing.add_column("setting", style="cyan")
-    for run in table["run"]:
-        differing.add_column(str(run), overflow="fold")
-    for key in settings:
-        differing.add_row(key, *[_text(value) for value in table[key]])
-    return Group(scores, differing)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _text(value: Any) -> str:
-    if _missing(value):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def format_seconds(seconds: Optional[float]) -> str:
-    """``4321.0`` -> ``1h12m``; ``75`` -> ``1m15s``."""
-    if _missing(seconds):
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
 
 def write_csv(comparison: Comparison, path: Path) -> None:
     """The table as CSV (one row per run; the source file added), written atomically."""
@@ -463,7 +356,7 @@ def plot_epoch_f1(comparison: Comparison, path: Path) -> int:
     image_format = path.suffix.lstrip(".").lower() or "png"
     if image_format not in figure.canvas.get_supported_filetypes():
         plt.close(figure)
-        raise UsageError(f"--plot {path}: unsupported image type '.{image_format}' (use .png, .svg or .pdf)")
+        raise UsageError(f"{path}: unsupported image type '.{image_format}' for the F1 plot (use .png, .svg or .pdf)")
     buffer = io.BytesIO()
     figure.savefig(buffer, format=image_format, dpi=120)
     plt.close(figure)

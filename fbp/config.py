@@ -205,7 +205,7 @@ def parse_sets(sets: Optional[List[str]]) -> Dict[str, Any]:
     for item in sets or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set expects section.key=value, got '{item}'")
+            raise UsageError(f"a setting must be section.key=value, got '{item}'")
         try:
             parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:

@@ -106,7 +106,7 @@ def write_html_report(
 
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()) and not (directory / "index.html").exists():
-        raise FbpError(f"{directory} exists and is not an fbp HTML report (no index.html); choose another --html directory")
+        raise FbpError(f"{directory} exists and is not an fbp HTML report (no index.html); choose another directory for the HTML view")
     predicted_spans, true_spans = _spans_by_essay(predictions), _spans_by_essay(truth)
     predicted_frames = {str(key): frame for key, frame in predictions.groupby("id")}
     true_frames = {str(key): frame for key, frame in truth.groupby("id")} if truth is not None else {}

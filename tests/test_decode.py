@@ -143,10 +143,11 @@ def test_candidate_spans_report_length_and_confidence():
     assert candidates.confidence[0] == pytest.approx(0.8 + 0.2 / 14)
 
 
-def test_cross_fitted_tuning_decodes_each_group_with_thresholds_tuned_on_the_others():
+def test_cross_fitted_tuning_decodes_each_group_with_thresholds_tuned_on_the_others(monkeypatch):
     import numpy as np
     import pandas as pd
 
+    import fbp.decode
     from fbp.config import DecodingConfig
     from fbp.labels import begin_id, inside_id
     from fbp.decode import cross_fitted_thresholds
@@ -163,8 +164,22 @@ def test_cross_fitted_tuning_decodes_each_group_with_thresholds_tuned_on_the_oth
         probs[f"e{index}"] = word_probs
         truth_rows.append({"id": f"e{index}", "class": "Claim", "predictionstring": "2 3 4 5"})
     truth = pd.DataFrame(truth_rows)
+    tuned_on = []  # the essays each tuning saw, and the truth it was given
+    real_tune = fbp.decode.tune_thresholds
+
+    def recording_tune(word_probs, truth_spans, decoding):
+        tuned_on.append((sorted(word_probs), sorted(truth_spans["id"])))
+        return real_tune(word_probs, truth_spans, decoding)
+
+    monkeypatch.setattr(fbp.decode, "tune_thresholds", recording_tune)
     tuned, predictions = cross_fitted_thresholds(probs, truth, DecodingConfig(), groups=[0, 0, 1, 1, 2, 2])
-    assert sorted(predictions["id"]) == sorted(probs) and set(predictions["class"]) == {"Claim"}
+    # Group g is decoded with thresholds tuned on the other groups' essays and truth only; then once on everything.
+    assert tuned_on == [(["e2", "e3", "e4", "e5"],) * 2, (["e0", "e1", "e4", "e5"],) * 2, (["e0", "e1", "e2", "e3"],) * 2,
+                        (sorted(probs),) * 2]
+    assert predictions.sort_values("id").reset_index(drop=True).equals(truth)  # every Claim found, nothing else
     assert tuned.min_words["Claim"] <= 4 and tuned.min_confidence["Claim"] <= 0.86
+    tuned_on.clear()
     _, halves = cross_fitted_thresholds(probs, truth, DecodingConfig(), groups=[0] * 6)  # one group: split in halves
-    assert len(halves) == 6
+    first_half, second_half = tuned_on[0][0], tuned_on[1][0]
+    assert len(first_half) == len(second_half) == 3 and sorted(first_half + second_half) == sorted(probs)
+    assert halves.sort_values("id").reset_index(drop=True).equals(truth)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fbp.data import preprocess
+from fbp.preprocess import preprocess
 from fbp.demo import generate_demo_corpus
 from fbp.errors import FbpError
 from fbp.labels import CLASSES

@@ -9,26 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from fbp.cli import main
+from conftest import run_cli
 from fbp.config import Config, DecodingConfig
 from fbp.metric import score
 from fbp.decode import decode_essays
-from fbp.word_probs import save_word_probs
+from fbp.io.checkpoint import checkpoint_decoding, read_checkpoint_meta
+from fbp.io.word_probs import save_word_probs
 from test_decode import synthetic_oof
 
 TRUTH_CSV = "id,discourse_id,discourse_type,predictionstring\na,1,Claim,0 1 2 3\na,2,Lead,10 11 12\nb,3,Claim,5 6 7\n"
-
-
-def run_fbp(capsys, monkeypatch, *args):
-    """Run the CLI entry point in-process; return (exit code, stdout + stderr)."""
-    monkeypatch.setattr(sys, "argv", ["fbp", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as stopped:
-        main()
-    captured = capsys.readouterr()
-    return stopped.value.code, captured.out + captured.err
 
 
 @pytest.fixture
@@ -44,10 +34,10 @@ def write(tmp_path, name: str, text: str) -> Path:
     return path
 
 
-def test_scores_a_submission_and_writes_json(tmp_path, truth_csv, capsys, monkeypatch):
+def test_scores_a_submission_and_writes_json(tmp_path, truth_csv):
     # a/Claim matched (3 of 4 words), a/Lead missed, b/Claim matched, one extra Claim in essay c.
     submission = write(tmp_path, "submission.csv", "id,class,predictionstring\na,Claim,1 2 3\nb,Claim,5 6 7\nc,Claim,1 2\n")
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", submission, "--truth", truth_csv, "--json", tmp_path / "out" / "score.json")
+    code, output = run_cli("evaluate", submission, "--truth", truth_csv, "--json", tmp_path / "out" / "score.json")
     assert code == 0, output
     assert "macro" in output and "Claim" in output and "0.4000" in output  # (0.8 + 0.0) / 2
     numbers = json.loads((tmp_path / "out" / "score.json").read_text())
@@ -56,9 +46,9 @@ def test_scores_a_submission_and_writes_json(tmp_path, truth_csv, capsys, monkey
     assert numbers["per_class"]["Lead"]["fn"] == 1
 
 
-def test_header_only_submission_scores_zero(tmp_path, truth_csv, capsys, monkeypatch):
+def test_header_only_submission_scores_zero(tmp_path, truth_csv):
     submission = write(tmp_path, "submission.csv", "id,class,predictionstring\n")
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", submission, "--truth", truth_csv, "--json", tmp_path / "s.json")
+    code, output = run_cli("evaluate", submission, "--truth", truth_csv, "--json", tmp_path / "s.json")
     assert code == 0, output
     assert json.loads((tmp_path / "s.json").read_text())["f1"] == 0.0
 
@@ -73,101 +63,107 @@ def test_header_only_submission_scores_zero(tmp_path, truth_csv, capsys, monkeyp
         ("id,class,predictionstring\na,Claim,\n", "line 2 (essay a): predictionstring is empty"),
     ],
 )
-def test_bad_submission_is_one_clear_message(tmp_path, truth_csv, capsys, monkeypatch, content, message):
+def test_bad_submission_is_one_clear_message(tmp_path, truth_csv, content, message):
     submission = write(tmp_path, "bad.csv", content)
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", submission, "--truth", truth_csv)
+    code, output = run_cli("evaluate", submission, "--truth", truth_csv)
     assert code == 1
     assert str(submission) in output and message in " ".join(output.split())
     assert "Traceback" not in output
 
 
-def test_missing_files_and_usage_errors(tmp_path, truth_csv, capsys, monkeypatch):
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", tmp_path / "nope.csv", "--truth", truth_csv)
+def test_missing_files_and_usage_errors(tmp_path, truth_csv):
+    code, output = run_cli("evaluate", tmp_path / "nope.csv", "--truth", truth_csv)
     assert code == 1 and "nope.csv" in output and "not found" in output
     submission = write(tmp_path, "submission.csv", "id,class,predictionstring\na,Claim,1 2\n")
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", submission, "--truth", tmp_path / "missing_truth.csv")
+    code, output = run_cli("evaluate", submission, "--truth", tmp_path / "missing_truth.csv")
     assert code == 1 and "missing_truth.csv" in output
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", submission)
+    code, output = run_cli("evaluate", submission)
     assert code == 2 and "--truth" in output
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", submission, "--truth", truth_csv, "--tune")
+    code, output = run_cli("evaluate", submission, "--truth", truth_csv, "--tune")
     assert code == 2 and "run directory" in output
 
 
-def test_a_directory_that_is_not_a_run(tmp_path, capsys, monkeypatch):
+def test_a_directory_that_is_not_a_run(tmp_path):
     (tmp_path / "stuff").mkdir()
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", tmp_path / "stuff")
+    code, output = run_cli("evaluate", tmp_path / "stuff")
     assert code == 1 and "not an fbp run" in output
 
 
 # ------------------------------------------------------------------------------------------------
-# Run directories (built by hand, as `fbp train` writes them)
+# Run directories, written by the same owners `fbp train` writes them with
 
 START = DecodingConfig(min_words={"Claim": 2}, min_confidence={"Claim": 0.5})
 
 
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
+    from tiny_models import minilm_tokenizer, tiny_bert
+
+    from fbp.io.checkpoint import CheckpointMeta, save_checkpoint
+    from fbp.io.run_dir import RunDir
+
     word_probs, truth = synthetic_oof(n_essays=20)
     processed = tmp_path / "processed"
     processed.mkdir()
     truth.to_parquet(processed / "spans.parquet", index=False)
-    run = tmp_path / "run"
-    run.mkdir()
-    config = Config().model_dump(mode="json")
-    config["data"]["processed_dir"] = str(processed)
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    (run / "run.json").write_text(json.dumps({"name": "run", "status": "complete", "processed_dir": str(processed), "folds": []}))
-    (run / "decoding.json").write_text(json.dumps(START.model_dump()))
-    save_word_probs(run / "oof_word_probs.npz", word_probs)
+    config = Config.model_validate({"data": {"processed_dir": str(processed)}, "decoding": START.model_dump()})
+    run = RunDir(tmp_path / "run")
+    summary = run.open(config)
+    save_word_probs(run.oof_path, word_probs)
+    run.write_decoding(START)
     for fold in (0, 1):
-        (run / f"fold_{fold}").mkdir()
-        (run / f"fold_{fold}" / "fbp.json").write_text(json.dumps({"max_length": 512, "stride": 128, "fold": fold, "decoding": START.model_dump()}))
-    return run
+        save_checkpoint(run.fold_dir(fold), tiny_bert(seed=fold), minilm_tokenizer(),
+                        CheckpointMeta(max_length=512, stride=128, fold=fold, decoding=START))
+    summary.status = "complete"
+    run.write_summary(summary)
+    return run.path
 
 
-def test_run_directory_is_scored_on_its_out_of_fold_predictions(run_dir, tmp_path, capsys, monkeypatch):
+def test_run_directory_is_scored_on_its_out_of_fold_predictions(run_dir, tmp_path):
     word_probs, truth = synthetic_oof(n_essays=20)
     expected = score(decode_essays(word_probs, START), truth).f1
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", run_dir, "--json", tmp_path / "oof.json")
+    code, output = run_cli("evaluate", run_dir, "--json", tmp_path / "oof.json")
     assert code == 0, output
     assert json.loads((tmp_path / "oof.json").read_text())["f1"] == pytest.approx(expected)
     assert expected < 1.0  # the noise spans pass the starting thresholds
 
 
-def test_run_directory_with_explicit_truth_csv(run_dir, tmp_path, capsys, monkeypatch):
+def test_run_directory_with_explicit_truth_csv(run_dir, tmp_path):
     _, truth = synthetic_oof(n_essays=20)
     truth_csv = tmp_path / "truth.csv"
     truth.iloc[:40].to_csv(truth_csv, index=False)  # 10 of the 20 essays: the rest count as having no truth
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", run_dir, "--truth", truth_csv, "--json", tmp_path / "o.json")
+    code, output = run_cli("evaluate", run_dir, "--truth", truth_csv, "--json", tmp_path / "o.json")
     assert code == 0, output
     assert json.loads((tmp_path / "o.json").read_text())["true_spans"] == 40
 
 
-def test_tune_saves_thresholds_for_infer_and_ensemble(run_dir, tmp_path, capsys, monkeypatch):
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", run_dir, "--tune", "--json", tmp_path / "tuned.json")
+def test_tune_saves_thresholds_for_infer_and_ensemble(run_dir, tmp_path):
+    code, output = run_cli("evaluate", run_dir, "--tune", "--json", tmp_path / "tuned.json")
     assert code == 0, output
     assert "F1 before" in output and "F1 after" in output
     tuned = json.loads((run_dir / "decoding.json").read_text())
     assert tuned["min_words"]["Claim"] >= 4 or tuned["min_confidence"]["Claim"] > 0.6
     for fold in (0, 1):
-        meta = json.loads((run_dir / f"fold_{fold}" / "fbp.json").read_text())
-        assert meta["decoding"] == tuned and meta["max_length"] == 512  # other keys kept
+        # Each fold checkpoint, even given alone, decodes with the run's tuned thresholds; its fbp.json is not rewritten.
+        decoding, source = checkpoint_decoding(run_dir / f"fold_{fold}")
+        assert decoding.model_dump() == tuned and source == str(run_dir / "decoding.json")
+        assert read_checkpoint_meta(run_dir / f"fold_{fold}").decoding == START
     numbers = json.loads((tmp_path / "tuned.json").read_text())
     assert numbers["f1"] == 1.0 and numbers["tuning"]["f1_before"] < 1.0
     assert not list(run_dir.glob("**/*.tmp"))
     # Evaluating again uses the saved thresholds.
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", run_dir, "--json", tmp_path / "again.json")
+    code, output = run_cli("evaluate", run_dir, "--json", tmp_path / "again.json")
     assert json.loads((tmp_path / "again.json").read_text())["f1"] == 1.0
 
 
-def test_run_without_oof_or_truth_is_explained(run_dir, capsys, monkeypatch):
+def test_run_without_oof_or_truth_is_explained(run_dir):
     (run_dir / "oof_word_probs.npz").unlink()
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", run_dir)
+    code, output = run_cli("evaluate", run_dir)
     assert code == 1 and "no out-of-fold predictions" in output
     save_word_probs(run_dir / "oof_word_probs.npz", synthetic_oof(n_essays=2)[0])
     processed = Path(json.loads((run_dir / "run.json").read_text())["processed_dir"])
     (processed / "spans.parquet").unlink()
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", run_dir)
+    code, output = run_cli("evaluate", run_dir)
     assert code == 1 and "spans.parquet" in output and "--truth" in output
 
 
@@ -183,14 +179,14 @@ def test_evaluate_process_does_not_import_torch(tmp_path, truth_csv):
     assert done.stdout.strip().endswith("no torch")
 
 
-def test_rows_without_a_span_are_skipped_like_kaggles_sample_submission(tmp_path, truth_csv, capsys, monkeypatch):
+def test_rows_without_a_span_are_skipped_like_kaggles_sample_submission(tmp_path, truth_csv):
     # Kaggle's sample_submission.csv lists essays with no span as "id,," rows.
     submission = write(tmp_path, "submission.csv", "id,class,predictionstring\nx,,\na,Claim,0 1 2 3\ny,,\nb,Claim,5 6 7\n")
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", submission, "--truth", truth_csv, "--json", tmp_path / "s.json")
+    code, output = run_cli("evaluate", submission, "--truth", truth_csv, "--json", tmp_path / "s.json")
     assert code == 0, output
     numbers = json.loads((tmp_path / "s.json").read_text())
     assert numbers["predicted_spans"] == 2 and numbers["per_class"]["Claim"]["tp"] == 2
     # Line numbers in errors still count the skipped rows.
     bad = write(tmp_path, "bad.csv", "id,class,predictionstring\nx,,\nb,Claim,five\n")
-    code, output = run_fbp(capsys, monkeypatch, "evaluate", bad, "--truth", truth_csv)
+    code, output = run_cli("evaluate", bad, "--truth", truth_csv)
     assert code == 1 and "line 3 (essay b)" in output

@@ -1,21 +1,23 @@
 """`fbp infer` / `fbp ensemble`: submissions from checkpoints and runs, OOF ensembles, HTML, bad input."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_fbp_process
 from tiny_models import minilm_tokenizer, tiny_bert
 
+from fbp.decode import decode_essays
 from fbp.errors import FbpError, UsageError
-from fbp.ensemble import ensemble_oof
-from fbp.infer import EssayDir, parse_weights, predict_directory
+from fbp.oof import ensemble_oof
+from fbp.cli.infer import parse_weights
+from fbp.io.kaggle import EssayDir
+from fbp.predict import predict_directory
 from fbp.labels import LABEL2ID, NUM_LABELS
-from fbp.model import save_checkpoint
-from fbp.word_probs import load_word_probs, predict_word_probs, save_word_probs
+from fbp.io.checkpoint import save_checkpoint
+from fbp.io.word_probs import load_word_probs, save_word_probs
+from fbp.word_probs import normalise_weights, predict_word_probs
 
 ESSAYS = {
     "A1": "Phones should be allowed in school. " * 30,
@@ -50,35 +52,40 @@ def essay_dir(tmp_path):
 
 
 def test_run_directory_averages_its_folds_and_writes_a_submission(run_dir, essay_dir, tmp_path):
-    result = predict_directory([run_dir], essay_dir, tmp_path / "out" / "submission.csv", save_probs=tmp_path / "probs", progress=False)
+    result = predict_directory([run_dir], essay_dir, tmp_path / "out" / "submission.csv", save_probs=tmp_path / "probs")
     submission = pd.read_csv(tmp_path / "out" / "submission.csv")
     assert list(submission.columns) == ["id", "class", "predictionstring"]
     assert set(submission["id"]) <= set(ESSAYS) and result.checkpoints == 2 and result.essays == 3
     saved = load_word_probs(tmp_path / "probs" / "word_probs.npz")
     texts = list(ESSAYS.values())
-    folds = [dict(predict_word_probs(tiny_bert(seed=fold), minilm_tokenizer(), texts, 48, 12, batch_size=4, progress=False)) for fold in (0, 1)]
+    folds = [dict(predict_word_probs(tiny_bert(seed=fold), minilm_tokenizer(), texts, 48, 12, batch_size=4)) for fold in (0, 1)]
     for index, essay_id in enumerate(ESSAYS):
         assert saved[essay_id].shape == (len(texts[index].split()), NUM_LABELS)
         np.testing.assert_allclose(saved[essay_id], (folds[0][index] + folds[1][index]) / 2, atol=2e-3)  # float16 storage
     assert result.decoding.min_words["Claim"] == 2  # the run's decoding.json
+    # The submission is the fold average decoded with those thresholds, row for row.
+    average = {essay_id: (folds[0][index] + folds[1][index]) / 2 for index, essay_id in enumerate(ESSAYS)}
+    expected = decode_essays(average, result.decoding)
+    assert len(expected) > 0 and result.spans.reset_index(drop=True).equals(expected.reset_index(drop=True))
+    assert submission.astype(str).equals(expected.reset_index(drop=True).astype(str))
 
 
 def test_ensemble_of_fold_dirs_as_a_shell_glob_with_weights(run_dir, essay_dir, tmp_path):
     folds = sorted(run_dir.glob("*"))  # what `fbp ensemble runs/tiny/*` passes: fold dirs, run.json, decoding.json
     with pytest.raises(FbpError, match="decoding.json is a file, not a checkpoint"):
-        predict_directory(folds, essay_dir, tmp_path / "s.csv", progress=False)
+        predict_directory(folds, essay_dir, tmp_path / "s.csv")
     fold_dirs = [path for path in folds if path.is_dir()]
-    predict_directory(fold_dirs, essay_dir, tmp_path / "s.csv", weights=["1,0"], save_probs=tmp_path / "w.npz", progress=False)
-    only_fold_0 = dict(predict_word_probs(tiny_bert(seed=0), minilm_tokenizer(), list(ESSAYS.values()), 48, 12, batch_size=4, progress=False))
+    predict_directory(fold_dirs, essay_dir, tmp_path / "s.csv", weights=[1, 0], save_probs=tmp_path / "w.npz")
+    only_fold_0 = dict(predict_word_probs(tiny_bert(seed=0), minilm_tokenizer(), list(ESSAYS.values()), 48, 12, batch_size=4))
     np.testing.assert_allclose(load_word_probs(tmp_path / "w.npz")["A1"], only_fold_0[0], atol=2e-3)
     with pytest.raises(UsageError, match="3 weights for 2 models"):
-        predict_directory(fold_dirs, essay_dir, tmp_path / "s.csv", weights=["0.5", "0.3", "0.2"], progress=False)
+        predict_directory(fold_dirs, essay_dir, tmp_path / "s.csv", weights=[0.5, 0.3, 0.2])
 
 
 def test_saved_probabilities_are_ensemble_members_without_rerunning(run_dir, essay_dir, tmp_path):
-    predict_directory([run_dir / "fold_0"], essay_dir, None, save_probs=tmp_path / "fold0.npz", progress=False)
-    mixed = predict_directory([tmp_path / "fold0.npz", run_dir / "fold_1"], essay_dir, tmp_path / "mixed.csv", save_probs=tmp_path / "mixed.npz", progress=False)
-    both = predict_directory([run_dir], essay_dir, tmp_path / "both.csv", save_probs=tmp_path / "both.npz", progress=False)
+    predict_directory([run_dir / "fold_0"], essay_dir, None, save_probs=tmp_path / "fold0.npz")
+    mixed = predict_directory([tmp_path / "fold0.npz", run_dir / "fold_1"], essay_dir, tmp_path / "mixed.csv", save_probs=tmp_path / "mixed.npz")
+    both = predict_directory([run_dir], essay_dir, tmp_path / "both.csv", save_probs=tmp_path / "both.npz")
     np.testing.assert_allclose(load_word_probs(tmp_path / "mixed.npz")["B2"], load_word_probs(tmp_path / "both.npz")["B2"], atol=2e-3)
     assert mixed.checkpoints == 1 and both.checkpoints == 2
 
@@ -86,7 +93,7 @@ def test_saved_probabilities_are_ensemble_members_without_rerunning(run_dir, ess
 def test_html_view_has_a_page_per_essay_with_legend_and_truth(run_dir, essay_dir, tmp_path):
     truth = tmp_path / "truth.csv"
     pd.DataFrame({"id": ["A1"], "discourse_type": ["Claim"], "predictionstring": ["0 1 2 3 4 5"]}).to_csv(truth, index=False)
-    predict_directory([run_dir], essay_dir, tmp_path / "s.csv", html_dir=tmp_path / "view", truth=truth, progress=False)
+    predict_directory([run_dir], essay_dir, tmp_path / "s.csv", html_dir=tmp_path / "view", truth=truth)
     pages = sorted(path.name for path in (tmp_path / "view").iterdir())
     assert pages == ["A1.html", "B2.html", "C3.html", "index.html"]
     page = (tmp_path / "view" / "A1.html").read_text()
@@ -109,7 +116,7 @@ def test_bad_essays_and_directories_are_named(tmp_path, run_dir):
     with pytest.raises(FbpError, match="essay latin1.txt is empty"):
         EssayDir.scan(tmp_path / "bad")
     with pytest.raises(FbpError, match="neither an fbp checkpoint"):
-        predict_directory([tmp_path / "bad"], tmp_path / "bad", progress=False)
+        predict_directory([tmp_path / "bad"], tmp_path / "bad")
 
 
 def test_checkpoints_with_different_label_sets_are_refused(run_dir, essay_dir, tmp_path):
@@ -117,14 +124,17 @@ def test_checkpoints_with_different_label_sets_are_refused(run_dir, essay_dir, t
     model.config.id2label = {i: f"TAG{i}" for i in range(NUM_LABELS)}
     foreign = save_checkpoint(tmp_path / "foreign", model, minilm_tokenizer(), _fbp_meta(0))
     with pytest.raises(FbpError, match="different label set"):
-        predict_directory([run_dir, foreign], essay_dir, tmp_path / "s.csv", progress=False)
+        predict_directory([run_dir, foreign], essay_dir, tmp_path / "s.csv")
 
 
 def test_weights_parsing():
-    assert parse_weights(["0.6,0.2", "0.2"], 3) == pytest.approx([0.6, 0.2, 0.2])
-    assert parse_weights(None, 4) == [0.25] * 4
+    assert parse_weights(["0.6,0.2", "0.2"]) == pytest.approx([0.6, 0.2, 0.2])
+    assert parse_weights(None) is None and normalise_weights(None, 4) == [0.25] * 4
+    assert normalise_weights([3, 1], 2) == [0.75, 0.25]
     with pytest.raises(UsageError, match="must be numbers"):
-        parse_weights(["a,b"], 2)
+        parse_weights(["a,b"])
+    with pytest.raises(UsageError, match="non-negative"):
+        normalise_weights([1, -1], 2)
 
 
 def _oof_run(root, name, word_probs):
@@ -149,7 +159,7 @@ def test_oof_ensemble_scores_members_and_fits_weights(tmp_path):
     truth = tmp_path / "train.csv"
     pd.DataFrame(truth_rows, columns=["id", "discourse_type", "predictionstring"]).to_csv(truth, index=False)
     runs = [_oof_run(tmp_path, "good", good), _oof_run(tmp_path, "noisy", noisy)]
-    report = ensemble_oof(runs, weights=["0.2,0.8"], fit_weights=True, truth=truth)
+    report = ensemble_oof(runs, weights=[0.2, 0.8], fit_weights=True, truth=truth)
     good_f1, noisy_f1 = (result.f1 for result in report.member_results)
     assert good_f1 == pytest.approx(1.0) and noisy_f1 < 0.9
     assert report.fitted_result.f1 >= report.ensemble_result.f1
@@ -160,15 +170,15 @@ def test_oof_ensemble_scores_members_and_fits_weights(tmp_path):
 
 @pytest.mark.e2e
 def test_cli_infer_offline_and_bad_input_exit_codes(run_dir, essay_dir, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "fbp", "infer", str(run_dir), "--input", str(essay_dir), "-o", str(tmp_path / "sub.csv")]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = ["infer", run_dir, "--input", essay_dir, "-o", tmp_path / "sub.csv"]
+    done = run_fbp_process(*command, env=env)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "sub.csv").read_text().startswith("id,class,predictionstring")
     (tmp_path / "none").mkdir()
-    bad = subprocess.run(command[:5] + ["--input", str(tmp_path / "none")], capture_output=True, text=True, env=env)
+    bad = run_fbp_process(*command[:2], "--input", tmp_path / "none", env=env)
     assert bad.returncode == 1 and "has no *.txt essays" in " ".join(bad.stderr.split()) and "Traceback" not in bad.stderr
-    weights = subprocess.run([sys.executable, "-m", "fbp", "ensemble", str(run_dir), "-i", str(essay_dir), "-w", "1,2"], capture_output=True, text=True, env=env)
+    weights = run_fbp_process("ensemble", run_dir, "-i", essay_dir, "-w", "1,2", env=env)
     assert weights.returncode == 2 and "2 weights for 1 models" in " ".join(weights.stderr.split())
 
 
@@ -188,9 +198,9 @@ def test_models_with_different_tokenizers_ensemble_at_the_word_level(run_dir, es
     byte_level_bpe_tokenizer().save_pretrained(base)
     torch.manual_seed(0)
     roberta = save_checkpoint(tmp_path / "roberta", RobertaForTokenClassification(config).eval(), load_tokenizer(str(base)), {**_fbp_meta(0), "max_length": 64})
-    predict_directory([roberta], essay_dir, None, save_probs=tmp_path / "roberta.npz", progress=False)
-    predict_directory([run_dir / "fold_0"], essay_dir, None, save_probs=tmp_path / "bert.npz", progress=False)
-    predict_directory([roberta, run_dir / "fold_0"], essay_dir, tmp_path / "mixed.csv", weights=["0.25,0.75"], save_probs=tmp_path / "mixed.npz", progress=False)
+    predict_directory([roberta], essay_dir, None, save_probs=tmp_path / "roberta.npz")
+    predict_directory([run_dir / "fold_0"], essay_dir, None, save_probs=tmp_path / "bert.npz")
+    predict_directory([roberta, run_dir / "fold_0"], essay_dir, tmp_path / "mixed.csv", weights=[0.25, 0.75], save_probs=tmp_path / "mixed.npz")
     alone = [load_word_probs(tmp_path / name) for name in ("roberta.npz", "bert.npz")]
     mixed = load_word_probs(tmp_path / "mixed.npz")
     for essay_id, text in ESSAYS.items():

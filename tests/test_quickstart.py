@@ -24,7 +24,18 @@ def test_quickstart_runs_the_whole_lifecycle_with_the_packaged_minilm(tmp_path):
     summary = json.loads((directory / "run" / "run.json").read_text())
     assert summary["status"] == "complete" and summary["model"] == "minilm"
     assert [fold["fold"] for fold in summary["folds"]] == [0, 1]
-    assert 0.0 <= summary["cv_f1"] <= 1.0
+    # cv_f1 is the macro F1 of every essay's out-of-fold prediction, decoded with the configured thresholds.
+    from fbp.config import load_config
+    from fbp.decode import decode_essays
+    from fbp.io.processed import load_processed
+    from fbp.io.word_probs import load_word_probs
+    from fbp.metric import score
+
+    oof = load_word_probs(directory / "run" / "oof_word_probs.npz")
+    processed = load_processed(directory / "processed")
+    assert set(oof) == set(processed.essays["id"]) and summary["cv_essays"] == len(processed.essays)
+    decoding = load_config(directory / "run" / "config.yaml").decoding
+    assert summary["cv_f1"] == pytest.approx(score(decode_essays(oof, decoding), processed.spans).f1, abs=1e-6)
     submission = pd.read_csv(directory / "submission.csv")
     assert list(submission.columns) == ["id", "class", "predictionstring"]
     test_ids = {path.stem for path in (directory / "kaggle" / "test").glob("*.txt")}

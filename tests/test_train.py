@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from fbp.config import load_config
 from fbp.errors import FbpError, UsageError
@@ -29,7 +30,7 @@ def tiny_config(processed: Path, model: Path, **overrides):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, processed_demo, tiny_model_dir):
-    from fbp.train import train_run
+    from fbp.training.loop import train_run
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     summary = train_run(tiny_config(processed_demo, tiny_model_dir, **{"data.train_folds": [0, 1]}), run_dir)
@@ -37,8 +38,13 @@ def trained_run(tmp_path_factory, processed_demo, tiny_model_dir):
 
 
 def test_run_directory_holds_the_contract(trained_run, processed_demo):
-    from fbp.data import load_processed
-    from fbp.word_probs import load_word_probs
+    from fbp.config import DecodingConfig
+    from fbp.decode import cross_fitted_thresholds, decode_essays
+    from fbp.io.checkpoint import checkpoint_decoding, read_checkpoint_meta
+    from fbp.io.processed import load_processed
+    from fbp.io.word_probs import load_word_probs
+    from fbp.metric import score
+    from fbp.predict import resolve_decoding, resolve_members
 
     run_dir, summary = trained_run
     assert {"name", "model", "config", "cv_f1", "cv_per_class", "folds"} <= set(summary)
@@ -59,17 +65,30 @@ def test_run_directory_holds_the_contract(trained_run, processed_demo):
         meta = json.loads((checkpoint / "fbp.json").read_text())
         assert meta["max_length"] == 128 and meta["stride"] == 32 and meta["best_epoch"] == fold["best_epoch"]
     assert not (run_dir / ".work").exists(), "the Trainer's epoch checkpoints are removed once a fold ends"
-    # Thresholds tuned out of fold after training: an honest (cross-fitted) F1, and saved for infer.
-    assert 0.0 <= summary["cv_f1_tuned"] <= 1.0 and set(summary["cv_per_class_tuned"]) <= set(CLASSES)
-    tuned = json.loads((run_dir / "decoding.json").read_text())
-    assert all(json.loads((run_dir / f"fold_{f}" / "fbp.json").read_text())["decoding"] == tuned for f in (0, 1))
-    essays = load_processed(processed_demo).essays
+    processed = load_processed(processed_demo)
+    essays = processed.essays
     validation = essays[essays["fold"].isin([0, 1])]
     oof = load_word_probs(run_dir / "oof_word_probs.npz")
     assert set(oof) == set(validation["id"])
     for essay_id, n_words in zip(validation["id"], validation["n_words"]):
         assert oof[essay_id].shape == (n_words, NUM_LABELS)
         np.testing.assert_allclose(oof[essay_id].sum(axis=1), 1.0, atol=0.02)
+    # cv_f1 is the out-of-fold predictions decoded with the configured thresholds; cv_f1_tuned is cross-fitted (each
+    # fold decoded with thresholds tuned on the other folds); decoding.json holds the thresholds tuned on all of them.
+    truth = processed.spans[processed.spans["id"].isin(set(oof))]
+    config = load_config(run_dir / "config.yaml")
+    assert summary["cv_f1"] == pytest.approx(score(decode_essays(oof, config.decoding), truth).f1, abs=1e-6)
+    fold_of = dict(zip(essays["id"], essays["fold"]))
+    tuned, cross_fitted = cross_fitted_thresholds(oof, truth, config.decoding, [fold_of[i] for i in oof])
+    assert summary["cv_f1_tuned"] == pytest.approx(score(cross_fitted, truth).f1, abs=1e-6)
+    assert set(summary["cv_per_class_tuned"]) == set(CLASSES)
+    assert DecodingConfig.model_validate(json.loads((run_dir / "decoding.json").read_text())) == tuned
+    # fbp.json is written once, with the thresholds the fold was scored with; a fold checkpoint decodes with its run's
+    # tuned thresholds, also when given alone (fbp infer RUN/fold_0).
+    for f in (0, 1):
+        assert read_checkpoint_meta(run_dir / f"fold_{f}").decoding == config.decoding
+        assert checkpoint_decoding(run_dir / f"fold_{f}") == (tuned, str(run_dir / "decoding.json"))
+        assert resolve_decoding(resolve_members([run_dir / f"fold_{f}"]))[0] == tuned
 
 
 def test_wandb_offline_files_appear(trained_run):
@@ -89,7 +108,7 @@ def test_the_saved_checkpoint_loads_offline_in_a_pipeline(trained_run):
 
 
 def test_an_interrupted_run_resumes_without_repeating_finished_work(tmp_path, processed_demo, tiny_model_dir):
-    from fbp.train import train_run
+    from fbp.training.loop import train_run
 
     config = tiny_config(processed_demo, tiny_model_dir, **{"data.train_folds": [0, 1], "tracking.wandb": "disabled"})
     run_dir = tmp_path / "run"
@@ -113,7 +132,7 @@ def test_an_interrupted_run_resumes_without_repeating_finished_work(tmp_path, pr
 
 
 def test_bad_requests_are_clear_errors_and_overwrite_nothing(tmp_path, processed_demo, tiny_model_dir, trained_run):
-    from fbp.train import train_run
+    from fbp.training.loop import train_run
 
     with pytest.raises(UsageError, match="fold 7 does not exist"):
         train_run(tiny_config(processed_demo, tiny_model_dir, **{"data.train_folds": [7]}), tmp_path / "a")
@@ -131,18 +150,13 @@ def test_bad_requests_are_clear_errors_and_overwrite_nothing(tmp_path, processed
     assert (run_dir / "config.yaml").read_text() == before
 
 
-def fbp(*args) -> subprocess.CompletedProcess:
-    """The real ``fbp`` process, whose error handler turns errors into a message and an exit code."""
-    return subprocess.run([sys.executable, "-m", "fbp", *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
 def test_cli_rejects_bad_settings_with_exit_code_2_and_no_traceback(processed_demo, tiny_model_dir, tmp_path):
-    result = fbp("train", "--data", processed_demo, "--model", tiny_model_dir, "--set", "windows.stride=600", "-o", tmp_path / "r")
+    result = run_cli("train", "--data", processed_demo, "--model", tiny_model_dir, "--set", "windows.stride=600", "-o", tmp_path / "r")
     assert result.returncode == 2 and "stride (600) must be smaller than max_length (512)" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
-    result = fbp("train", "--data", processed_demo, "--set", "training.learnin_rate=1", "-o", tmp_path / "r")
+    result = run_cli("train", "--data", processed_demo, "--set", "training.learnin_rate=1", "-o", tmp_path / "r")
     assert result.returncode == 2 and "unknown key 'training.learnin_rate'" in result.stderr
-    result = fbp("train", "--data", tmp_path / "missing", "--model", tiny_model_dir, "-o", tmp_path / "r")
+    result = run_cli("train", "--data", tmp_path / "missing", "--model", tiny_model_dir, "-o", tmp_path / "r")
     assert result.returncode == 1 and "missing" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -165,8 +179,9 @@ def test_training_under_torchrun_with_two_processes(tmp_path, processed_demo, ti
 def test_best_epoch_is_the_highest_f1_and_ties_go_to_the_lower_loss():
     import numpy as np
 
-    from fbp.callbacks import epoch_records
-    from fbp.evaluation import selection_score, validation_loss
+    from fbp.training.callbacks import epoch_records
+    from fbp.training.best_epoch import selection_score
+    from fbp.training.trainer import validation_loss
 
     probs = np.full((1, 3, 15), 0.5 / 14, dtype=np.float32)
     probs[0, :, 0] = 0.5
@@ -178,7 +193,7 @@ def test_best_epoch_is_the_highest_f1_and_ties_go_to_the_lower_loss():
         {"loss": 1.2}, {"eval_f1": 0.31, "eval_selection": selection_score(0.31, 1.6), "epoch": 3.0},
         {"loss": 1.1}, {"eval_f1": 0.30, "eval_selection": selection_score(0.30, 0.9), "epoch": 4.0},  # loss never beats F1
     ]
-    assert [record["saved"] for record in epoch_records(history)] == [True, True, True, False]
+    assert [record.saved for record in epoch_records(history)] == [True, True, True, False]
 
 
 def test_gradient_accumulation_gives_the_same_loss_and_weights_as_one_big_batch(tmp_path, processed_demo, tiny_model_dir):
@@ -189,7 +204,7 @@ def test_gradient_accumulation_gives_the_same_loss_and_weights_as_one_big_batch(
     """
     from safetensors.numpy import load_file
 
-    from fbp.train import train_run
+    from fbp.training.loop import train_run
 
     losses, weights = [], []
     for batch_size, accumulation in ((8, 1), (4, 2)):
@@ -211,7 +226,7 @@ def test_length_grouped_batches_come_in_random_order_with_the_longest_first():
     import torch
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
-    from fbp.evaluation import ShuffledLengthGroupedSampler
+    from fbp.training.trainer import ShuffledLengthGroupedSampler
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(20, 512, size=400).tolist()
@@ -241,7 +256,7 @@ def test_a_fold_trains_the_same_whatever_ran_before_it_in_the_process(tmp_path, 
     from tiny_models import minilm_tokenizer
     from transformers import BertConfig, BertModel
 
-    from fbp.train import train_run
+    from fbp.training.loop import train_run
 
     body_dir = tmp_path / "tiny-body"  # a pretrained body without a token-classification head, like MiniLM
     tokenizer = minilm_tokenizer()

@@ -18,7 +18,7 @@ from fbp.errors import FbpError, UsageError
 from fbp.labels import CLASSES
 from fbp.tune import open_study, run_sweep_trial, tune_study, wandb_sweep_config, write_wandb_sweep
 
-from conftest import invoke
+from conftest import run_cli, run_fbp_process
 
 SEARCH = {
     "search.training.learning_rate": {"low": 1e-5, "high": 1e-3, "log": True},
@@ -39,14 +39,14 @@ def finished(result):
 
 
 class FakeTraining:
-    """Stands in for fbp.train.train_run: F1 peaks at learning rate 1e-4; reports every epoch; records calls."""
+    """Stands in for fbp.training.loop.train_run: F1 peaks at learning rate 1e-4; reports every epoch; records calls."""
 
     def __init__(self, interrupt_on_call=None, f1_by_call=None):
         self.calls = []
         self.interrupt_on_call = interrupt_on_call
         self.f1_by_call = f1_by_call
 
-    def __call__(self, config, run_dir, epoch_callback=None):
+    def __call__(self, config, run_dir, epoch_callback=None, reporter=None):
         self.calls.append((config, Path(run_dir)))
         if len(self.calls) == self.interrupt_on_call:
             raise KeyboardInterrupt
@@ -184,34 +184,31 @@ def test_a_storage_that_cannot_be_opened_is_a_clear_error(tmp_path, url):
 def test_cli_errors_exit_non_zero_without_traceback(tmp_path):
     config_file = tmp_path / "empty.yaml"
     config_file.write_text("training:\n  epochs: 1\n")
-    base = [sys.executable, "-m", "fbp"]
-    env = {**os.environ, "COLUMNS": "300"}
-    empty = subprocess.run([*base, "tune", str(config_file), "-o", str(tmp_path / "t")], capture_output=True, text=True, env=env)
+    empty = run_fbp_process("tune", config_file, "-o", tmp_path / "t", env={"COLUMNS": "300"})
     assert empty.returncode == 2 and "the search space is empty" in empty.stderr and "Traceback" not in empty.stderr
     config_file.write_text(yaml.safe_dump({"search": {"training.learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}}))
-    storage = subprocess.run([*base, "tune", str(config_file), "-o", str(tmp_path / "t"), "--storage", "nonsense://x"],
-                             capture_output=True, text=True, env=env)
+    storage = run_fbp_process("tune", config_file, "-o", tmp_path / "t", "--storage", "nonsense://x", env={"COLUMNS": "300"})
     assert storage.returncode == 1 and "cannot open the Optuna storage 'nonsense://x'" in storage.stderr
 
 
 def test_cli_runs_the_search_with_the_training_function(tmp_path, monkeypatch):
-    import fbp.train
+    import fbp.training.loop
 
     training = FakeTraining()
-    monkeypatch.setattr(fbp.train, "train_run", training)
+    monkeypatch.setattr(fbp.training.loop, "train_run", training)
     config_file = tmp_path / "search.yaml"
     config_file.write_text(yaml.safe_dump({"training": {"epochs": 1}, "tracking": {"wandb": "disabled"},
                                            "search": {"training.learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}}))
-    result = invoke("tune", config_file, "-o", tmp_path / "t", "--trials", "2", "--fold", "1", "--set", "training.weight_decay=0.05")
+    result = run_cli("tune", config_file, "-o", tmp_path / "t", "--trials", "2", "--fold", "1", "--set", "training.weight_decay=0.05")
     assert result.exit_code == 0, result.output
     assert "best trials" in result.output and (tmp_path / "t" / "best.yaml").exists()
     assert [config.data.train_folds for config, _ in training.calls] == [[1], [1]]
     assert training.calls[0][0].training.weight_decay == 0.05
-    resumed = invoke("tune", "-o", tmp_path / "t", "--trials", "3")  # no config: the study's own base config
+    resumed = run_cli("tune", "-o", tmp_path / "t", "--trials", "3")  # no config: the study's own base config
     assert resumed.exit_code == 0, resumed.output
     assert len(training.calls) == 3 and training.calls[2][0].data.train_folds == [1], "the study keeps its folds"
-    other_folds = invoke("tune", "-o", tmp_path / "t", "--trials", "4", "--fold", "0")
-    assert isinstance(other_folds.exception, UsageError) and "train folds [1]" in str(other_folds.exception)
+    other_folds = run_cli("tune", "-o", tmp_path / "t", "--trials", "4", "--fold", "0")
+    assert other_folds.exit_code == UsageError.exit_code and "train folds [1]" in " ".join(other_folds.stderr.split())
 
 
 def test_wandb_sweep_config_mirrors_the_search_space(tmp_path):
@@ -235,13 +232,13 @@ def test_wandb_sweep_config_mirrors_the_search_space(tmp_path):
 
 
 def test_wandb_sweep_flag_writes_the_file_and_trains_nothing(tmp_path, monkeypatch):
-    import fbp.train
+    import fbp.training.loop
 
     training = FakeTraining()
-    monkeypatch.setattr(fbp.train, "train_run", training)
+    monkeypatch.setattr(fbp.training.loop, "train_run", training)
     config_file = tmp_path / "search.yaml"
     config_file.write_text(yaml.safe_dump({"search": {"training.learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}}}))
-    result = invoke("tune", config_file, "-o", tmp_path / "t", "--wandb-sweep", tmp_path / "sweep.yaml")
+    result = run_cli("tune", config_file, "-o", tmp_path / "t", "--wandb-sweep", tmp_path / "sweep.yaml")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sweep.yaml").exists() and training.calls == [] and not (tmp_path / "t" / "study.db").exists()
 
@@ -258,7 +255,7 @@ def test_a_sweep_trial_trains_the_values_the_sweep_chose(tmp_path):
 @pytest.mark.e2e
 def test_real_search_on_the_demo_corpus_resumes_and_its_best_config_trains(tmp_path, processed_demo, tiny_model_dir):
     """3 trials of real training (tiny random BERT, 60 demo essays, fold 0), interrupted in trial 1 and resumed."""
-    from fbp.train import train_run
+    from fbp.training.loop import train_run
 
     config = load_config(None, {
         "data.processed_dir": str(processed_demo), "model.name": str(tiny_model_dir), "training.epochs": 2,
@@ -290,7 +287,7 @@ def test_real_search_on_the_demo_corpus_resumes_and_its_best_config_trains(tmp_p
     assert list((tune_dir / "trial_000" / "wandb").glob("offline-run-*")), "each trial is tracked in wandb"
 
     run_dir = tmp_path / "best-run"
-    trained = invoke("train", result.best_config_path, "--fold", "0", "--epochs", "1", "-o", run_dir, "--wandb", "disabled")
+    trained = run_cli("train", result.best_config_path, "--fold", "0", "--epochs", "1", "-o", run_dir, "--wandb", "disabled")
     assert trained.exit_code == 0, trained.output
     summary = json.loads((run_dir / "run.json").read_text())
     assert summary["config"]["training"]["learning_rate"] == pytest.approx(result.best_params["training.learning_rate"])

@@ -8,7 +8,8 @@ from tiny_models import minilm_tokenizer, tiny_bert
 from fbp.errors import FbpError, UsageError
 from fbp.labels import NUM_LABELS
 from fbp.windows import make_windows, window_metadata
-from fbp.word_probs import average_word_probs, load_word_probs, predict_word_probs, save_word_probs, stitch_word_probs
+from fbp.io.word_probs import load_word_probs, save_word_probs
+from fbp.word_probs import average_word_probs, predict_word_probs, stitch_word_probs
 
 ESSAYS = [
     " ".join(f"word{i} unbelievably" for i in range(70)),
@@ -59,7 +60,7 @@ def test_words_without_tokens_copy_a_neighbour():
 
 def test_streaming_prediction_matches_one_window_at_a_time():
     tokenizer, model = minilm_tokenizer(), tiny_bert()
-    streamed = dict(predict_word_probs(model, tokenizer, iter(ESSAYS), max_length=24, stride=6, batch_size=4, progress=False, chunk_essays=2))
+    streamed = dict(predict_word_probs(model, tokenizer, iter(ESSAYS), max_length=24, stride=6, batch_size=4, chunk_essays=2))
     assert sorted(streamed) == [0, 1, 2]
     windows = make_windows(tokenizer, ESSAYS, max_length=24, stride=6)
     with torch.no_grad():
@@ -75,7 +76,7 @@ def test_streaming_prediction_matches_one_window_at_a_time():
 
 def test_prediction_restores_training_mode():
     model = tiny_bert().train()
-    list(predict_word_probs(model, minilm_tokenizer(), ESSAYS[1:2], max_length=16, stride=4, batch_size=2, progress=False))
+    list(predict_word_probs(model, minilm_tokenizer(), ESSAYS[1:2], max_length=16, stride=4, batch_size=2))
     assert model.training
 
 
@@ -105,7 +106,7 @@ def test_save_and_load_round_trip(tmp_path):
 def test_words_the_tokenizer_drops_still_get_a_row():
     """Zero-width spaces, NUL and U+FFFD are words to str.split() but produce no BERT token."""
     text = "Hello \u200b world \x00 \ufffd fine"
-    ((essay_index, word_probs),) = predict_word_probs(tiny_bert(), minilm_tokenizer(), [text], 16, 4, batch_size=4, progress=False)
+    ((essay_index, word_probs),) = predict_word_probs(tiny_bert(), minilm_tokenizer(), [text], 16, 4, batch_size=4)
     assert essay_index == 0 and word_probs.shape == (6, NUM_LABELS)
     np.testing.assert_allclose(word_probs[1], word_probs[0])  # copied from the previous word
     np.testing.assert_allclose(word_probs.sum(1), 1.0, atol=1e-5)

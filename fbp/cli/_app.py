@@ -8,13 +8,19 @@ Each command lives in its own module as a thin wrapper over a plain function tha
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 import typer
 
 from .. import __version__
 from ..errors import FbpError
 
-from ..output import console, err_console  # noqa: E402,F401  (one pair of consoles for the CLI and the library)
+from rich.console import Console
+
+# The consoles everything prints to (the core prints nothing). Output piped to a file or CI log gets a wide
+# terminal's width rather than rich's 80 columns, so per-epoch tables stay readable.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 app = typer.Typer(
     name="fbp",
@@ -49,6 +55,28 @@ ConfigArg = typer.Argument(None, help="YAML config (see configs/); command-line 
 SetOpt = typer.Option(None, "--set", "-s", help="Override any config key: section.key=value (repeatable).", show_default=False)
 OutputOpt = lambda default, what: typer.Option(default, "--output", "-o", help=what)  # noqa: E731
 WandbOpt = typer.Option(None, "--wandb", help="wandb mode: auto (online if logged in, else offline), online, offline, disabled.", show_default=False)
+# What to train on, shared by `fbp train` and `fbp tune` (each trial of a search is an `fbp train`).
+DataOpt = typer.Option(None, "--data", "-d", help="Processed data directory (from `fbp preprocess`).", show_default=False)
+FoldsOpt = typer.Option(None, "--folds", help="Number of folds (re-folds when it differs from preprocess).", show_default=False)
+EpochsOpt = typer.Option(None, "--epochs", "-e", help="Epochs per fold.", show_default=False)
+MaxEssaysOpt = typer.Option(None, "--max-essays", help="Train on a fixed random subset of this many essays.", show_default=False)
+
+
+def training_options(data, folds, epochs, max_essays, wandb) -> dict:
+    """The config keys set by the shared training options (None: not given, the config decides)."""
+    return {"data.processed_dir": str(data) if data else None, "data.folds": folds, "data.max_essays": max_essays,
+            "training.epochs": epochs, "tracking.wandb": wandb}
+
+
+@contextmanager
+def truth_hint():
+    """Errors about a run's missing ground truth gain the flag that gives it."""
+    from ..io.run_dir import TruthNotFound
+
+    try:
+        yield
+    except TruthNotFound as error:
+        raise TruthNotFound(f"{error}; give --truth TRAIN_CSV", exit_code=error.exit_code) from None
 
 
 def main() -> None:

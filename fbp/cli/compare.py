@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -28,7 +29,7 @@ def compare_command(
 
     Example: `fbp compare runs/*` or `fbp compare runs/*/run.json --sort Claim --csv runs.csv --plot f1.png`.
     """
-    from ..compare import compare_runs, plot_epoch_f1, render_table, write_csv, write_json
+    from ..compare import compare_runs, plot_epoch_f1, write_csv, write_json
 
     comparison = compare_runs(runs, sort=sort)
     console.print(render_table(comparison))
@@ -41,6 +42,81 @@ def compare_command(
     if plot:
         curves = plot_epoch_f1(comparison, plot)
         console.print(f"{curves} F1 curves drawn in [bold]{plot}[/]")
+
+
+# Up to this many differing settings share the scores table; more get a table of their own, so that a
+# wide comparison stays readable in a terminal instead of folding every column into fragments.
+SETTINGS_IN_SCORES_TABLE = 3
+
+
+def render_table(comparison):
+    """Rich tables of a :class:`fbp.compare.Comparison`: scores (best value of each score column in bold green)
+    and the settings that differ."""
+    from rich.console import Group
+    from rich.table import Table
+
+    from ..compare import SCORE_COLUMNS
+    from ..labels import CLASSES, SHORT_NAMES
+
+    table = comparison.table
+    settings = comparison.differing_settings
+    leaves = [key.rpartition(".")[2] for key in settings]
+    # the setting's own name is enough unless two sections share it
+    headers = [leaf if leaves.count(leaf) == 1 else key for key, leaf in zip(settings, leaves)]
+    inline = len(settings) <= SETTINGS_IN_SCORES_TABLE
+    best = {column: table[column].max() for column in SCORE_COLUMNS if len(table) > 1 and table[column].notna().any()}
+    scores = Table(title=f"{len(table)} runs" + (f"; settings that differ: {', '.join(settings)}" if settings and inline else ""))
+    scores.add_column("run", style="bold", overflow="fold")
+    scores.add_column("model", overflow="fold")
+    for header in headers if inline else []:
+        scores.add_column(header, overflow="fold", style="cyan")
+    scores.add_column("CV F1", justify="right", no_wrap=True)
+    scores.add_column("tuned", justify="right", no_wrap=True)  # thresholds tuned out of fold, cross-fitted
+    for name in CLASSES:
+        scores.add_column(SHORT_NAMES[name], justify="right", no_wrap=True)
+    scores.add_column("best\nepochs", justify="right")
+    scores.add_column("time", justify="right", no_wrap=True)
+    for _, row in table.iterrows():
+        cells = [str(row["run"]), _text(row["model"])]
+        cells += [_text(row[key]) for key in settings] if inline else []
+        for column in SCORE_COLUMNS:
+            value = row[column]
+            text = "-" if _missing(value) else f"{value:.4f}" if column.startswith("cv_f1") else f"{value:.3f}"
+            cells.append(f"[bold green]{text}[/]" if column in best and value == best[column] else text)
+        cells += [_text(row["best_epochs"]), format_seconds(row["train_seconds"])]
+        scores.add_row(*cells)
+    if inline:
+        return scores
+    differing = Table(title="settings that differ")
+    differing.add_column("setting", style="cyan")
+    for run in table["run"]:
+        differing.add_column(str(run), overflow="fold")
+    for key in settings:
+        differing.add_row(key, *[_text(value) for value in table[key]])
+    return Group(scores, differing)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _text(value: Any) -> str:
+    if _missing(value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_seconds(seconds: Optional[float]) -> str:
+    """``4321.0`` -> ``1h12m``; ``75`` -> ``1m15s``."""
+    if _missing(seconds):
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 app.command("compare-runs", help="Same as `fbp compare`: runs side by side, best scores highlighted.")(compare_command)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._app import app, console
+from ._app import app, console, truth_hint
 
 
 @app.command("evaluate")
@@ -22,11 +22,12 @@ def evaluate_command(
     """Score predictions with the competition metric: per-class TP, FP, FN, precision, recall, F1 and the macro F1.
 
     A run directory is scored on its out-of-fold word probabilities, decoded with its decoding.json;
-    --tune searches better thresholds there and saves them (decoding.json and each fold's fbp.json).
+    --tune searches better thresholds there and saves them in the run's decoding.json, where infer and ensemble find them for the run and each of its fold checkpoints.
     """
     from ..evaluate import evaluate
 
-    evaluation = evaluate(pred, truth, tune=tune)
+    with truth_hint():
+        evaluation = evaluate(pred, truth, tune=tune)
     if evaluation.tuning is not None:
         console.print(_tuning_table(evaluation.tuning))
         for path in evaluation.saved:

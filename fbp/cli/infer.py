@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ._app import app, console, err_console
+from ._app import app, console, err_console, truth_hint
 
 CheckpointsArg = typer.Argument(..., help="Fold checkpoints and/or run directories (a run means all its folds).", show_default=False)
 InputOpt = typer.Option(..., "--input", "-i", help="Directory of essays to predict (every *.txt).", show_default=False)
@@ -63,11 +63,33 @@ def infer(
 
     Example: fbp infer runs/minilm --input data/demo/test -o submission.csv
     """
-    from ..infer import predict_directory
-
     started = time.monotonic()
-    result = predict_directory(checkpoints, input_dir, output, None, save_probs, html, truth, batch_size, device, decoding)
+    result = _predict(checkpoints, input_dir, output, None, save_probs, html, truth, batch_size, device, decoding)
     _print_result(result, started)
+
+
+def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_size, device, decoding):
+    """Resolve the device, then predict with a progress line and bar per checkpoint."""
+    from ..device import resolve_device
+    from ..predict import predict_directory
+    from .reporting import PredictionProgress
+
+    resolved = resolve_device(device)
+    total = len(list(input_dir.glob("*.txt"))) if input_dir.is_dir() else None
+    with PredictionProgress(console, err_console, total) as progress:
+        return predict_directory(paths, input_dir, output, weights, save_probs, html, truth, batch_size, resolved, decoding, on_checkpoint=progress)
+
+
+def parse_weights(raw: Optional[List[str]]) -> Optional[List[float]]:
+    """``--weights 0.6,0.4`` or ``--weights 0.6 --weights 0.4`` -> floats (None: equal weights)."""
+    from ..errors import UsageError
+
+    if not raw:
+        return None
+    try:
+        return [float(part) for item in raw for part in str(item).split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--weights must be numbers, got {','.join(raw)}") from None
 
 
 @app.command()
@@ -90,23 +112,27 @@ def ensemble(
 
     Examples: fbp ensemble runs/minilm runs/deberta --fit-weights; fbp ensemble ckpts/* --input test/ -w 0.6,0.4 -o submission.csv
     """
-    from ..ensemble import ensemble_oof
-    from ..infer import predict_directory
+    from ..oof import ensemble_oof
 
+    member_weights = parse_weights(weights)
     if input_dir is None or fit_weights:
-        report = ensemble_oof(members, weights, fit_weights, truth, decoding)
+        from ..oof import NoOutOfFold
+
+        try:
+            with truth_hint():
+                report = ensemble_oof(members, member_weights, fit_weights, truth, decoding)
+        except NoOutOfFold as error:
+            raise NoOutOfFold(f"{error}. To predict essays, add --input TEXT_DIR") from None
         _print_oof_report(report)
         if report.fitted_weights is not None:
-            weights = [",".join(f"{weight:g}" for weight in report.fitted_weights)]
+            member_weights = list(report.fitted_weights)
     if input_dir is None:
         if output is not None or save_probs is not None or html is not None:
             err_console.print("[yellow]note:[/] -o, --save-probs and --html need --input TEXT_DIR; nothing written")
         return
     started = time.monotonic()
-    result = predict_directory(members, input_dir, output or Path("submission.csv"), weights, save_probs, html, truth, batch_size, device, decoding)
+    result = _predict(members, input_dir, output or Path("submission.csv"), member_weights, save_probs, html, truth, batch_size, device, decoding)
     _print_result(result, started)
-
-
 
 
 def _print_oof_report(report) -> None:

@@ -22,7 +22,7 @@ def preprocess(
 
     Every problem in the data is reported at once (counts and the first rows or essays); if there is any, nothing is written and the exit code is 1.
     """
-    from ..data import preprocess as run_preprocess
+    from ..preprocess import preprocess as run_preprocess
 
     stages = 5
     with Progress(

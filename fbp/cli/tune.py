@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._app import ConfigArg, SetOpt, WandbOpt, app, console
+from ._app import ConfigArg, DataOpt, EpochsOpt, FoldsOpt, MaxEssaysOpt, SetOpt, WandbOpt, app, console, err_console, training_options
 
 
 @app.command("tune")
@@ -16,10 +16,10 @@ def tune_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tuning directory (study.db, trial_NNN/, best.yaml) (default: tune/<config name>).", show_default=False),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="Finished trials (complete or pruned) the study should reach; a resumed study counts its earlier ones."),
     fold: Optional[List[int]] = typer.Option(None, "--fold", "-f", help="Folds each trial trains (repeatable) (default: all folds).", show_default=False),
-    folds: Optional[int] = typer.Option(None, "--folds", help="Number of folds (re-folds when it differs from preprocess).", show_default=False),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Processed data directory (from `fbp preprocess`).", show_default=False),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs per fold in every trial.", show_default=False),
-    max_essays: Optional[int] = typer.Option(None, "--max-essays", help="Tune on a fixed random subset of this many essays.", show_default=False),
+    folds: Optional[int] = FoldsOpt,
+    data: Optional[Path] = DataOpt,
+    epochs: Optional[int] = EpochsOpt,
+    max_essays: Optional[int] = MaxEssaysOpt,
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna database URL shared by several machines (e.g. postgresql://...) (default: TUNE_DIR/study.db).", show_default=False),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name in the database (default: the tuning directory's name).", show_default=False),
     wandb_sweep: Optional[Path] = typer.Option(None, "--wandb-sweep", help="Write the equivalent wandb sweep config (YAML) and exit without training.", show_default=False),
@@ -42,9 +42,7 @@ def tune_command(
     if config_path is None and (tune_dir / "config.yaml").exists():
         config_path = tune_dir / "config.yaml"  # resuming: the base config the study started with
         console.print(f"resuming with the base config in [bold]{config_path}[/]")
-    options = {"data.processed_dir": str(data) if data else None, "data.folds": folds, "data.max_essays": max_essays,
-               "training.epochs": epochs, "tracking.wandb": wandb}
-    config = load_config(config_path, command_overrides(options, sets))
+    config = load_config(config_path, command_overrides(training_options(data, folds, epochs, max_essays, wandb), sets))
     name = study_name or config.name or tune_dir.resolve().name
     if wandb_sweep is not None:
         if storage:
@@ -53,7 +51,10 @@ def tune_command(
         console.print(f"wandb sweep written to [bold]{wandb_sweep}[/] (base config: {base_path}); "
                       f"start it with `wandb sweep {wandb_sweep}` and run `wandb agent <sweep id>` on each machine")
         return
-    tune_study(config, tune_dir, trials, trial_folds=fold or None, storage=storage, study_name=name, console=console)
+    from .reporting import ConsoleTrainingReporter, ConsoleTuneReporter
+
+    reporter = ConsoleTuneReporter(console, ConsoleTrainingReporter(console, err_console))
+    tune_study(config, tune_dir, trials, trial_folds=fold or None, storage=storage, study_name=name, reporter=reporter)
 
 
 @app.command("sweep-trial", hidden=True)

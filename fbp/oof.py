@@ -8,19 +8,20 @@ probabilities can be decoded and scored on exactly the essays each run predicted
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .config import DecodingConfig
+from .config import DecodingConfig, read_decoding
 from .errors import FbpError, UsageError
-from .config import read_decoding
-from .infer import check_label_sets, parse_weights, read_truth
-from .run import RunDir
-from .model import is_checkpoint, run_checkpoints
+from .io.checkpoint import check_label_sets, is_checkpoint, run_checkpoints
+from .io.run_dir import RunDir, TruthNotFound
+
+
+class NoOutOfFold(UsageError):
+    """A member has no out-of-fold predictions to score (a checkpoint, or a directory that is not a run)."""
 
 
 @dataclass
@@ -47,47 +48,37 @@ class OofReport:
 
 def load_oof_members(paths: Sequence[Path]) -> List[OofMember]:
     """Out-of-fold word probabilities of runs (``oof_word_probs.npz``) or ``.npz`` files."""
-    from .word_probs import load_word_probs
+    from .io.word_probs import load_word_probs
 
     members = []
     for path in map(Path, paths):
         if path.is_file() and path.suffix == ".npz":
             members.append(OofMember(str(path), load_word_probs(path), DecodingConfig()))
             continue
-        oof_file = path / "oof_word_probs.npz"
-        if not oof_file.exists():
+        run = RunDir(path)
+        if not run.oof_path.exists():
             kind = "a checkpoint" if is_checkpoint(path) else "not a run directory"
-            raise UsageError(
-                f"{path} has no out-of-fold word probabilities ({kind}); without --input, ensemble needs run directories. "
-                "To predict essays, add --input TEXT_DIR"
-            )
+            raise NoOutOfFold(f"{path} has no out-of-fold word probabilities ({kind}); scoring an ensemble out of fold needs run directories")
         if run_checkpoints(path):
             check_label_sets(run_checkpoints(path))
-        members.append(OofMember(str(path), load_word_probs(oof_file), RunDir(path).decoding()))
+        members.append(OofMember(str(path), load_word_probs(run.oof_path), run.decoding()))
     return members
 
 
 def _processed_truth(paths: Sequence[Path]) -> "pd.DataFrame":  # noqa: F821
-    """The ground truth spans of the processed dataset the first run was trained on."""
-    from .data import load_processed
+    """The ground truth spans of the processed dataset the first run (that says which) was trained on."""
+    from .io.kaggle import read_span_file
 
     for path in map(Path, paths):
-        summary_path = path / "run.json"
-        processed = json.loads(summary_path.read_text(encoding="utf-8")).get("processed_dir") if summary_path.exists() else None
-        if not processed:
-            continue
-        if not Path(processed).is_dir():
-            raise UsageError(
-                f"{summary_path} says the run was trained on '{processed}', which is not there from here "
-                "(a relative path is relative to where training ran); give --truth TRAIN_CSV"
-            )
-        return load_processed(Path(processed)).spans
-    raise UsageError("cannot find the ground truth: give --truth TRAIN_CSV (runs record their processed data in run.json)")
+        run = RunDir(path)
+        if run.is_run() and run.processed_dir() is not None:
+            return read_span_file(run.truth_path(), "truth")[0]
+    raise TruthNotFound("cannot find the ground truth: none of the runs records the processed data it was trained on", exit_code=UsageError.exit_code)
 
 
 def ensemble_oof(
     paths: Sequence[Path],
-    weights: Optional[Sequence[str]] = None,
+    weights: Optional[Sequence[float]] = None,
     fit_weights: bool = False,
     truth: Optional[Path] = None,
     decoding_file: Optional[Path] = None,
@@ -97,17 +88,18 @@ def ensemble_oof(
     With ``fit_weights`` the weights are also fitted by coordinate search on a grid (steps of 0.1,
     renormalised), keeping a change only when it raises the out-of-fold macro F1.
     """
-    from .metric import score
     from .decode import decode_essays
-    from .word_probs import average_word_probs
+    from .io.kaggle import read_span_file
+    from .metric import score
+    from .word_probs import average_word_probs, normalise_weights
 
     members = load_oof_members(paths)
-    member_weights = parse_weights(weights, len(members))
+    member_weights = normalise_weights(weights, len(members))
     common = set(members[0].word_probs).intersection(*(member.word_probs for member in members[1:]))
     if not common:
         raise FbpError("the runs share no out-of-fold essays (were they trained on the same processed data?)")
     essay_ids = sorted(common)
-    truth_spans = read_truth(truth) if truth is not None else _processed_truth(paths)
+    truth_spans = read_span_file(truth, "truth")[0] if truth is not None else _processed_truth(paths)
     truth_spans = truth_spans[truth_spans["id"].isin(common)]
     decoding = read_decoding(Path(decoding_file)) if decoding_file is not None else members[0].decoding
     aligned = [{essay_id: member.word_probs[essay_id] for essay_id in essay_ids} for member in members]

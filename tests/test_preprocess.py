@@ -10,16 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbp.data import (
-    FORMAT,
-    _Corpus,
-    assign_folds,
-    load_processed,
-    predictionstring,
-    preprocess,
-    spans_from_word_labels,
-    word_labels_from_spans,
-)
+from helpers import predictionstring, spans_from_word_labels, word_labels_from_spans
+
+from fbp.io.processed import FORMAT, load_processed
+from fbp.preprocess import _Corpus, assign_folds, preprocess
 from fbp.errors import FbpError
 from fbp.labels import CLASSES, LABEL2ID
 

@@ -1,4 +1,6 @@
-"""The data stage: read the Kaggle layout, validate it, make word labels and folds, write the processed dataset.
+"""The preprocess stage: validate the Kaggle layout, make word labels and folds, write the processed dataset.
+
+Reading the files is :mod:`fbp.io.kaggle`; writing the dataset is :mod:`fbp.io.processed`.
 
 Everything meets at the word level: words are ``text.split()``, a span is a contiguous range of word
 indices (the ``predictionstring``), and each essay gets one BIO label per word.
@@ -14,21 +16,18 @@ word boundaries, offset checks and labels of all 14k essays are a handful of num
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from . import __version__
-from .atomic import write_dir_atomically
 from .errors import FbpError
+from .io.kaggle import read_table, read_texts, unlisted_text_files
+from .io.processed import write_processed
 from .labels import CLASSES, begin_id, inside_id
 
-FORMAT = "fbp-processed-v1"
-REQUIRED_COLUMNS = ("id", "discourse_start", "discourse_end", "discourse_type", "predictionstring")
 EXAMPLES_SHOWN = 5
 # Code points that str.split() treats as whitespace (all of them are below U+3001).
 _WHITESPACE_TABLE = np.array([chr(code).isspace() for code in range(0x3002)], dtype=bool)
@@ -78,15 +77,6 @@ class Findings:
 
 
 @dataclass
-class ProcessedData:
-    """A processed dataset: essays (id, text, fold, n_words, word_labels), spans (id, class, predictionstring), meta."""
-
-    essays: "pd.DataFrame"  # noqa: F821
-    spans: "pd.DataFrame"  # noqa: F821
-    meta: dict
-
-
-@dataclass
 class PreprocessSummary:
     """What ``preprocess`` wrote, for the CLI summary."""
 
@@ -100,48 +90,6 @@ class PreprocessSummary:
     spans_per_fold: list[dict[str, int]]
     warnings: list[Finding]
     skipped_text_files: int
-
-
-# ---------------------------------------------------------------------------------------------------
-# Word labels <-> spans (one essay)
-# ---------------------------------------------------------------------------------------------------
-
-
-def word_labels_from_spans(spans: Iterable[tuple[str, int, int]], n_words: int) -> np.ndarray:
-    """BIO label ids (int8, one per word) for ``spans`` given as ``(class_name, start, end_exclusive)`` word ranges.
-
-    ``B-<class>`` marks the first word of each span and ``I-<class>`` the rest; other words are ``O``.
-    """
-    class_index = {name: index for index, name in enumerate(CLASSES)}
-    labels = np.zeros(n_words, dtype=np.int8)
-    for class_name, start, end in spans:
-        labels[start:end] = inside_id(class_index[class_name])
-        labels[start] = begin_id(class_index[class_name])
-    return labels
-
-
-def spans_from_word_labels(word_labels: Sequence[int]) -> list[tuple[str, int, int]]:
-    """Spans ``(class_name, start, end_exclusive)`` of a BIO label sequence; the exact inverse of :func:`word_labels_from_spans`.
-
-    A span starts at a ``B-`` label, or at an ``I-`` label that does not continue the class of the word
-    before it (so model outputs that open a span with ``I-`` still give a span), and runs over the
-    ``I-`` labels of the same class that follow.
-    """
-    labels = np.asarray(word_labels, dtype=np.int64)
-    word_class = np.where(labels > 0, (labels - 1) // 2, -1)
-    is_begin = (labels > 0) & (labels % 2 == 1)
-    previous_class = np.concatenate(([-1], word_class[:-1]))
-    starts_span = (word_class >= 0) & (is_begin | (previous_class != word_class))
-    starts = np.flatnonzero(starts_span)
-    # A span ends where the next span starts or where an O label comes (or at the end of the essay).
-    breaks = np.append(np.flatnonzero(starts_span | (word_class < 0)), len(labels))
-    ends = breaks[np.searchsorted(breaks, starts, side="right")]
-    return [(CLASSES[word_class[start]], int(start), int(end)) for start, end in zip(starts, ends)]
-
-
-def predictionstring(start: int, end: int) -> str:
-    """The Kaggle ``predictionstring`` of the word range ``[start, end)``."""
-    return " ".join(map(str, range(start, end)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -177,7 +125,7 @@ def assign_folds(essay_ids: Sequence[str], spans: "pd.DataFrame", n_folds: int =
 
 
 # ---------------------------------------------------------------------------------------------------
-# Reading and validating the Kaggle layout
+# Validating the Kaggle layout
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -188,53 +136,6 @@ def _row_examples(table: "pd.DataFrame", mask: np.ndarray, detail: Optional[Call
         extra = f": {detail(row)}" if detail else ""
         examples.append(f"row {table['row'].iat[row]} (id {table['id'].iat[row]}){extra}")
     return examples
-
-
-def read_table(data_dir: Path) -> "pd.DataFrame":  # noqa: F821
-    """The columns fbp needs from ``DATA_DIR/train.csv``, as strings, plus ``row`` (its row number in the file).
-
-    FbpError if the file is missing, unreadable, empty or short of columns.
-    """
-    import pandas as pd
-
-    csv_path = data_dir / "train.csv"
-    if not data_dir.is_dir():
-        raise FbpError(f"{data_dir}: no such directory (expected the Kaggle layout: train.csv and train/*.txt)")
-    if not csv_path.is_file():
-        raise FbpError(f"{csv_path}: not found (expected the Kaggle layout: train.csv and train/*.txt)")
-    try:
-        header = pd.read_csv(csv_path, nrows=0).columns
-        missing = [column for column in REQUIRED_COLUMNS if column not in header]
-        if missing:
-            raise FbpError(f"{csv_path}: missing column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'})")
-        # Strings everywhere, so that bad values are reported by us rather than mis-parsed.
-        table = pd.read_csv(csv_path, usecols=list(REQUIRED_COLUMNS), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise FbpError(f"{csv_path}: not a readable CSV file ({str(error).strip()})") from error
-    if table.empty:
-        raise FbpError(f"{csv_path}: the table has no rows")
-    table["row"] = np.arange(1, len(table) + 1)  # kept through filtering, for messages
-    return table
-
-
-def read_texts(text_dir: Path, essay_ids: Sequence[str], findings: Findings) -> list[Optional[str]]:
-    """The text of each essay (None when its file is missing or not UTF-8, recorded in ``findings``)."""
-    texts: list[Optional[str]] = []
-    missing, not_utf8 = [], []
-    for essay_id in essay_ids:
-        path = text_dir / f"{essay_id}.txt"
-        try:
-            # Bytes, then decode: text mode would turn \r\n into \n and shift every character offset.
-            texts.append(path.read_bytes().decode("utf-8"))
-        except FileNotFoundError:
-            missing.append(essay_id)
-            texts.append(None)
-        except UnicodeDecodeError as error:
-            not_utf8.append(f"{path.name} (byte {error.start})")
-            texts.append(None)
-    findings.add("error", "missing_text", f"essay ids in train.csv without a text file in {text_dir}", missing)
-    findings.add("error", "not_utf8", "text files that are not UTF-8", not_utf8)
-    return texts
 
 
 @dataclass
@@ -409,13 +310,6 @@ def _validate_and_label(table, essay_ids: np.ndarray, texts: list[str], essay_in
     return corpus, labels, normalised
 
 
-def _is_processed_dir(directory: Path) -> bool:
-    try:
-        return json.loads((directory / "meta.json").read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def preprocess(
     data_dir: Path,
     output_dir: Path = Path("data/processed"),
@@ -430,7 +324,6 @@ def preprocess(
     """
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     data_dir = Path(data_dir)
     findings = Findings()
@@ -446,9 +339,10 @@ def preprocess(
     text_dir = data_dir / "train"
     if not text_dir.is_dir():
         raise FbpError(f"{text_dir}: no such directory (the essays, one ID.txt per id in train.csv)")
-    texts = read_texts(text_dir, essay_ids, findings)
-    known_ids = set(essay_ids)
-    skipped_text_files = sum(1 for entry in os.scandir(text_dir) if entry.name.endswith(".txt") and entry.name[:-4] not in known_ids)
+    texts, missing, not_utf8 = read_texts(text_dir, essay_ids)
+    findings.add("error", "missing_text", f"essay ids in train.csv without a text file in {text_dir}", missing)
+    findings.add("error", "not_utf8", "text files that are not UTF-8", not_utf8)
+    skipped_text_files = unlisted_text_files(text_dir, essay_ids)
 
     on_stage("validating spans and making word labels")
     has_text = np.array([text is not None for text in texts])
@@ -477,19 +371,14 @@ def preprocess(
         "word_labels": pa.LargeListArray.from_arrays(pa.array(word_offsets), pa.array(labels, type=pa.int8())),
     })
     meta = {
-        "format": FORMAT, "fbp_version": __version__, "source": str(data_dir.resolve()), "folds": n_folds, "seed": seed,
+        "fbp_version": __version__, "source": str(data_dir.resolve()), "folds": n_folds, "seed": seed,
         "essays": len(essay_ids), "words": int(len(labels)), "spans": len(spans),
         "warnings": {finding.key: finding.count for finding in findings.warnings},
     }
     if skipped_text_files:
         meta["warnings"]["text_files_without_rows"] = skipped_text_files
 
-    def write(directory: Path) -> None:
-        pq.write_table(essays, directory / "essays.parquet")
-        spans.to_parquet(directory / "spans.parquet", index=False)
-        (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-    write_dir_atomically(Path(output_dir), write, replaceable=_is_processed_dir)
+    write_processed(Path(output_dir), essays, spans, meta)
 
     fold_of_span = folds[np.searchsorted(essay_ids, spans["id"].to_numpy())]
     class_of_span = pd.Index(CLASSES).get_indexer(spans["class"])
@@ -507,21 +396,3 @@ def preprocess(
         warnings=findings.warnings,
         skipped_text_files=skipped_text_files,
     )
-
-
-def load_processed(directory: Path) -> ProcessedData:
-    """Load a dataset written by ``fbp preprocess``; FbpError if it is missing or not one."""
-    import pandas as pd
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FbpError(f"{directory}: no processed dataset there (make one with `fbp preprocess DATA_DIR -o {directory}`)")
-    if not _is_processed_dir(directory):
-        raise FbpError(f"{directory}: not an fbp processed dataset (no meta.json with format {FORMAT!r}); run `fbp preprocess`")
-    meta = json.loads((directory / "meta.json").read_text())
-    try:
-        essays = pd.read_parquet(directory / "essays.parquet")
-        spans = pd.read_parquet(directory / "spans.parquet")
-    except (OSError, ValueError) as error:
-        raise FbpError(f"{directory}: unreadable processed dataset ({error}); run `fbp preprocess` again") from error
-    return ProcessedData(essays=essays, spans=spans, meta=meta)

@@ -20,8 +20,9 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from .callbacks import metric_key
-from .config import DecodingConfig
+from ..config import DecodingConfig
+from .best_epoch import SELECTION_METRIC, selection_score
+from .callbacks import epoch_records, metric_key
 
 
 class ShuffledLengthGroupedSampler(LengthGroupedSampler):
@@ -73,27 +74,18 @@ def validation_loss(token_probs: np.ndarray, token_labels: np.ndarray) -> float:
     return float(-np.log(np.clip(probs_of_labels.astype(np.float32), 1e-7, 1.0)).mean())
 
 
-def selection_score(f1: float, loss: float) -> float:
-    """What picks the best epoch: the competition F1, ties broken by the lower validation loss.
-
-    F1 values of different epochs differ by far more than 1e-6, so the loss term decides only exact ties (for
-    example every epoch at F1 0 early in training, where the first epoch would otherwise win).
-    """
-    return float(f1) - 1e-6 * min(loss, 100.0)
-
-
 class FoldEvaluator(TrainerCallback):
     """``compute_metrics`` for one fold, and a callback that keeps the best epoch's word probabilities.
 
-    Each evaluation writes its word probabilities to ``last_eval.npz``; once the Trainer has decided that the
-    epoch is its new best (``on_save``), that file becomes ``best_oof.npz``, so the two never disagree, even
-    across a resume.
+    Each evaluation writes its word probabilities to ``last_eval.npz``; when the epoch is the new best by the
+    best-epoch rule (:mod:`.best_epoch`, which the Trainer applies too), that file becomes ``best_oof.npz`` as the
+    checkpoint is saved, so the two never disagree, even across a resume.
     """
 
     def __init__(self, val_essays: pd.DataFrame, spans: pd.DataFrame, val_windows_meta, decoding: DecodingConfig, work_dir: Path):
         self.essay_ids = val_essays["id"].tolist()
         self.n_words = val_essays["n_words"].astype(int).tolist()
-        from .metric import parse_spans
+        from ..metric import parse_spans
 
         self.truth = parse_spans(spans[spans["id"].isin(set(self.essay_ids))], "validation truth")  # parsed once, scored every epoch
         self.val_windows_meta = val_windows_meta
@@ -111,9 +103,10 @@ class FoldEvaluator(TrainerCallback):
         return self.work_dir / "best_oof.npz"
 
     def __call__(self, eval_prediction) -> Dict[str, float]:
-        from .metric import score
-        from .decode import decode_essays
-        from .word_probs import save_word_probs, stitch_word_probs
+        from ..decode import decode_essays
+        from ..io.word_probs import save_word_probs
+        from ..metric import score
+        from ..word_probs import stitch_word_probs
 
         token_probs = eval_prediction.predictions
         per_essay = stitch_word_probs(token_probs, self.val_windows_meta, self.n_words)
@@ -123,16 +116,17 @@ class FoldEvaluator(TrainerCallback):
             save_word_probs(self.last_path, word_probs)
         now = time.monotonic()
         loss = validation_loss(token_probs, eval_prediction.label_ids)
-        metrics = {"f1": float(result.f1), "selection": selection_score(result.f1, loss), "epoch_seconds": round(now - self.last_time, 1)}
+        metrics = {"f1": float(result.f1), SELECTION_METRIC: selection_score(result.f1, loss), "epoch_seconds": round(now - self.last_time, 1)}
         self.last_time = now
         metrics.update({metric_key(name): f1 for name, f1 in result.class_f1().items()})
         return metrics
 
     def on_save(self, args, state, control, **kwargs):
-        if self.is_main and state.best_global_step == state.global_step and self.last_path.exists():
+        records = epoch_records(state.log_history)
+        if self.is_main and records and records[-1].saved and self.last_path.exists():
             os.replace(self.last_path, self.best_path)
 
     def load_best_word_probs(self) -> Dict[str, np.ndarray]:
-        from .word_probs import load_word_probs
+        from ..io.word_probs import load_word_probs
 
         return load_word_probs(self.best_path) if self.is_main else {}

@@ -6,12 +6,10 @@ import hashlib
 import netrc
 import os
 from contextlib import contextmanager
+from typing import Callable
 from urllib.parse import urlparse
 
-from .config import Config
-from .output import err_console as console
-
-
+from ..config import Config
 
 def wandb_logged_in() -> bool:
     """True when an API key is in the environment or in ~/.netrc for the wandb host (no network, no prompt)."""
@@ -31,8 +29,10 @@ def resolve_wandb_mode(requested: str) -> str:
 
 
 @contextmanager
-def start_wandb_run(config: Config, run, fold: int, is_main: bool):
+def start_wandb_run(config: Config, run, fold: int, is_main: bool, note: Callable[[str], None] = lambda message: None):
     """One wandb run per fold, grouped by the run name; yields it (or None when tracking is off).
+
+    ``note(message)`` is told how tracking runs (offline, or falling back to offline).
 
     The run id is derived from the run directory, so a resumed fold continues the same wandb run.
     """
@@ -44,8 +44,9 @@ def start_wandb_run(config: Config, run, fold: int, is_main: bool):
 
     os.environ.setdefault("WANDB_SILENT", "true")
     run_name = config.name or run.path.name
-    summary = run.read_summary() or {}
-    run_id = hashlib.sha1(f"{run.path.resolve()}|{summary.get('created')}|{fold}".encode()).hexdigest()[:12]
+    summary = run.read_summary()
+    created = summary.created if summary is not None else None
+    run_id = hashlib.sha1(f"{run.path.resolve()}|{created}|{fold}".encode()).hexdigest()[:12]
     init_args = dict(
         project=config.tracking.project, entity=config.tracking.entity, group=config.tracking.group or run_name, name=f"{run_name}-fold{fold}",
         id=run_id, resume="allow", dir=str(run.path), job_type="train",
@@ -56,11 +57,11 @@ def start_wandb_run(config: Config, run, fold: int, is_main: bool):
     except Exception as error:  # an unreachable server must not stop training: fall back to offline
         if mode != "online":
             raise
-        console.print(f"[yellow]wandb online failed ({error}); logging offline instead[/]")
+        note(f"wandb online failed ({error}); logging offline instead")
         mode = "offline"
         wandb_run = wandb.init(mode=mode, settings=wandb.Settings(silent=True), **init_args)
     if mode == "offline":
-        console.print(soft_wrap=True, *[f"[dim]wandb offline: {run.path / 'wandb'} (upload later with `wandb sync {run.path}/wandb/offline-run-*`)[/]"])
+        note(f"wandb offline: {run.path / 'wandb'} (upload later with `wandb sync {run.path}/wandb/offline-run-*`)")
     try:
         yield wandb_run
     except BaseException:

@@ -1,0 +1,57 @@
+"""The one place that decides where a model runs and in which precision (training, prediction, inference).
+
+- device: a GPU when there is one and none was asked for, else the CPU; asking for a GPU that is not there
+  is an error, not a silent fallback.
+- precision: ``auto`` is bf16 on GPUs that support it, fp16 on other GPUs, fp32 on the CPU (fastest there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Optional
+
+from .errors import UsageError
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(requested: Optional[str] = None) -> str:
+    """``cuda`` when a GPU is there and no device was asked for, else ``cpu``; the requested one otherwise."""
+    if not requested:
+        return "cuda" if gpu_available() else "cpu"
+    if requested.startswith("cuda") and not gpu_available():
+        raise UsageError(f"device {requested} was asked for, but no CUDA GPU is available here (use cpu)")
+    return requested
+
+
+def resolve_precision(requested: str = "auto", device: Optional[str] = None) -> str:
+    """``bf16``, ``fp16`` or ``fp32`` for ``device`` (default: the one :func:`resolve_device` picks)."""
+    import torch
+
+    device = device or resolve_device()
+    on_gpu = str(device).startswith("cuda")
+    if requested not in PRECISIONS:
+        raise UsageError(f"unknown precision {requested!r}; expected one of {', '.join(PRECISIONS)}")
+    if requested != "auto":
+        if requested in ("bf16", "fp16") and not on_gpu:
+            raise UsageError(f"{requested} precision needs a GPU, and this run is on {device}; use fp32 (or auto) on a CPU")
+        return requested
+    if not on_gpu:
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def autocast(device: Any, precision: str = "auto") -> Any:
+    """The autocast context for inference on ``device`` in ``precision`` (nothing for fp32)."""
+    import torch
+
+    resolved = resolve_precision(precision, str(device))
+    if resolved == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if resolved == "bf16" else torch.float16)

@@ -1,0 +1,167 @@
+"""The Kaggle layout and the files around it: ``train.csv`` + ``train/ID.txt``, folders of essay texts,
+and span files (submissions, ``train.csv``, ``spans.parquet``) read as ``DataFrame[id, class, predictionstring]``.
+
+This module is the only one that opens these files; validation of their content is :mod:`fbp.preprocess`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import FbpError
+
+REQUIRED_COLUMNS = ("id", "discourse_start", "discourse_end", "discourse_type", "predictionstring")
+SPAN_COLUMNS = ["id", "class", "predictionstring"]
+
+
+def read_table(data_dir: Path) -> "pd.DataFrame":  # noqa: F821
+    """The columns fbp needs from ``DATA_DIR/train.csv``, as strings, plus ``row`` (its row number in the file).
+
+    FbpError if the file is missing, unreadable, empty or short of columns.
+    """
+    import pandas as pd
+
+    csv_path = data_dir / "train.csv"
+    if not data_dir.is_dir():
+        raise FbpError(f"{data_dir}: no such directory (expected the Kaggle layout: train.csv and train/*.txt)")
+    if not csv_path.is_file():
+        raise FbpError(f"{csv_path}: not found (expected the Kaggle layout: train.csv and train/*.txt)")
+    try:
+        header = pd.read_csv(csv_path, nrows=0).columns
+        missing = [column for column in REQUIRED_COLUMNS if column not in header]
+        if missing:
+            raise FbpError(f"{csv_path}: missing column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'})")
+        # Strings everywhere, so that bad values are reported by us rather than mis-parsed.
+        table = pd.read_csv(csv_path, usecols=list(REQUIRED_COLUMNS), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise FbpError(f"{csv_path}: not a readable CSV file ({str(error).strip()})") from error
+    if table.empty:
+        raise FbpError(f"{csv_path}: the table has no rows")
+    table["row"] = np.arange(1, len(table) + 1)  # kept through filtering, for messages
+    return table
+
+
+def read_texts(text_dir: Path, essay_ids: Sequence[str]) -> Tuple[List[Optional[str]], List[str], List[str]]:
+    """The text of each essay ``TEXT_DIR/ID.txt`` (None when its file is missing or not UTF-8), the ids whose
+    file is missing, and the files that are not UTF-8 (``NAME.txt (byte N)``)."""
+    texts: List[Optional[str]] = []
+    missing: List[str] = []
+    not_utf8: List[str] = []
+    for essay_id in essay_ids:
+        path = text_dir / f"{essay_id}.txt"
+        try:
+            # Bytes, then decode: text mode would turn \r\n into \n and shift every character offset.
+            texts.append(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            missing.append(essay_id)
+            texts.append(None)
+        except UnicodeDecodeError as error:
+            not_utf8.append(f"{path.name} (byte {error.start})")
+            texts.append(None)
+    return texts, missing, not_utf8
+
+
+def unlisted_text_files(text_dir: Path, known_ids: Iterable[str]) -> int:
+    """How many ``*.txt`` files of ``text_dir`` have no id in ``known_ids``."""
+    known = set(known_ids)
+    return sum(1 for entry in os.scandir(text_dir) if entry.name.endswith(".txt") and entry.name[:-4] not in known)
+
+
+@dataclass
+class EssayDir:
+    """The ``*.txt`` essays of a directory, checked up front (UTF-8, not empty) and read again on demand."""
+
+    directory: Path
+    ids: List[str]
+    n_words: List[int]
+
+    @classmethod
+    def scan(cls, directory: Path) -> "EssayDir":
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FbpError(f"text directory {directory} does not exist" if not directory.exists() else f"{directory} is not a directory")
+        paths = sorted(directory.glob("*.txt"))
+        if not paths:
+            raise FbpError(f"{directory} has no *.txt essays")
+        n_words = [len(_read_essay(path).split()) for path in paths]
+        return cls(directory, [path.stem for path in paths], n_words)
+
+    def texts(self) -> Iterator[str]:
+        """The essays' texts in ``ids`` order, read one at a time."""
+        return (_read_essay(self.directory / f"{essay_id}.txt") for essay_id in self.ids)
+
+    # Iterating yields the texts; the length lets a progress bar show a total while essays stream.
+    __iter__ = texts
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _read_essay(path: Path) -> str:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FbpError(f"essay {path.name} is not valid UTF-8 (byte {error.start})") from None
+    if not text.split():
+        raise FbpError(f"essay {path.name} is empty")
+    return text
+
+
+def read_span_file(path: Path, role: str, skip_blank: bool = False) -> Tuple["pd.DataFrame", "SpanSet"]:  # noqa: F821
+    """Spans from a CSV (submission, or Kaggle ``train.csv`` whose ``discourse_type`` is the class) or a
+    ``spans.parquet``: the ``DataFrame[id, class, predictionstring]`` and its parsed :class:`SpanSet`.
+    Bad rows raise FbpError naming the file and line. ``skip_blank`` leaves out rows with neither class
+    nor predictionstring (an essay with no span, as in Kaggle's ``sample_submission.csv``)."""
+    import pandas as pd
+
+    from ..metric import parse_spans
+
+    path = Path(path)
+    if not path.exists():
+        raise FbpError(f"{role} file not found: {path}")
+    if path.is_dir():
+        raise FbpError(f"{role} {path} is a directory, expected a CSV file")
+    if path.suffix == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as error:
+            raise FbpError(f"cannot read {role} file {path}: {error}") from None
+        first_line = None
+    else:
+        frame = _read_csv(path, role)
+        first_line = 2  # line 1 is the header
+    frame = frame.rename(columns={"discourse_type": "class"}) if "class" not in frame.columns else frame
+    missing = [column for column in SPAN_COLUMNS if column not in frame.columns]
+    if missing:
+        raise FbpError(
+            f"{path}: missing column(s) {', '.join(missing)} (a {role} file needs id, class or discourse_type, predictionstring; "
+            f"found {', '.join(map(str, frame.columns)) or 'no columns'})"
+        )
+    frame = frame[SPAN_COLUMNS]
+    spans = parse_spans(frame, str(path), first_line, skip_blank=skip_blank)  # on all rows, so errors name the right line
+    if skip_blank:
+        frame = frame[~(frame["class"].isna() & frame["predictionstring"].isna())]
+    return frame, spans
+
+
+def _read_csv(path: Path, role: str) -> "pd.DataFrame":  # noqa: F821
+    import pandas as pd
+
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        wanted = [column for column in header if column in ("id", "class", "discourse_type", "predictionstring")]
+        frame = pd.read_csv(path, usecols=wanted)  # only the needed columns (train.csv also holds the essay texts)
+        if not all(pd.api.types.is_string_dtype(frame[column]) for column in wanted):
+            # A column read as numbers (e.g. every predictionstring one word): read it again as text,
+            # which is several times slower, so only when needed.
+            frame = pd.read_csv(path, usecols=wanted, dtype=str)
+        return frame
+    except pd.errors.EmptyDataError:
+        raise FbpError(f"{role} file {path} is empty (expected a header id,class,predictionstring)") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise FbpError(f"cannot read {role} file {path}: {str(error).strip()}") from None

@@ -1,0 +1,248 @@
+"""The run directory: resolved config, ``run.json`` summary, out-of-fold word probabilities, decoding
+thresholds, fold checkpoints.
+
+A run directory is the unit of resuming and comparing. Everything in it is written atomically, and a fold
+counts as finished only once its checkpoint and out-of-fold probabilities are on disk. ``run.json`` has one
+schema (:class:`RunRecord`) and one writer (:meth:`RunDir.write_summary`); everything that reads a run
+(evaluate, oof, predict, compare, tracking) asks :class:`RunDir`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .. import __version__
+from ..atomic import write_atomic
+from ..config import Config, DecodingConfig, flatten_config, read_decoding, validate_decoding
+from ..errors import FbpError, UsageError
+
+class TruthNotFound(FbpError):
+    """A run does not lead to its ground truth (the command line then asks for it explicitly)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# Settings that may change between invocations on the same run directory without making it another run.
+RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size")
+
+
+# --- run.json -----------------------------------------------------------------------------------------------
+# Lenient on reading (unknown keys are kept, missing ones get defaults, so older or hand-made files still
+# load), exact on writing: keys fbp train never set are not written.
+
+
+def validated(record_type: Any, content: Any, source: Union[str, Path]) -> Any:
+    """``record_type`` (a pydantic model) from parsed JSON; FbpError naming ``source``, the bad key and its value."""
+    try:
+        return record_type.model_validate(content)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise FbpError(f"{source}: '{where}' {first['msg'].lower()} (got {first.get('input')!r})") from None
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class EpochRecord(_Record):
+    """One epoch of one fold: mean training loss, validation loss, F1, per-class F1, whether it was kept."""
+
+    epoch: Union[int, float]
+    loss: Optional[float] = None
+    eval_loss: Optional[float] = None
+    f1: Optional[float] = None
+    per_class: Dict[str, Optional[float]] = {}
+    saved: Optional[bool] = None
+    seconds: Optional[float] = None
+
+
+class FoldRecord(_Record):
+    """A finished fold: its best epoch (the one its checkpoint holds) and every epoch's numbers."""
+
+    fold: int
+    best_epoch: Optional[Union[int, float]] = None
+    best_f1: Optional[float] = None
+    seconds: Optional[float] = None
+    epochs: List[EpochRecord] = []
+
+
+class RunRecord(_Record):
+    """``run.json``: the run's summary."""
+
+    name: Optional[str] = None
+    model: Optional[str] = None
+    fbp_version: Optional[str] = None
+    created: Optional[str] = None
+    status: str = "complete"
+    processed_dir: Optional[str] = None  # absolute, so evaluate and ensemble find the truth from anywhere
+    config: Dict[str, Any] = {}
+    cv_f1: Optional[float] = None  # macro F1 of all out-of-fold predictions, configured thresholds
+    cv_per_class: Dict[str, Optional[float]] = {}
+    cv_essays: Optional[int] = None
+    cv_f1_tuned: Optional[float] = None  # thresholds tuned out of fold, cross-fitted
+    cv_per_class_tuned: Dict[str, Optional[float]] = {}
+    train_seconds: Optional[float] = None
+    folds: List[FoldRecord] = []
+
+    @classmethod
+    def from_content(cls, content: Any, source: Union[str, Path]) -> "RunRecord":
+        """Validate parsed ``run.json`` content; FbpError naming ``source`` and the bad key."""
+        return validated(cls, content, source)
+
+    @staticmethod
+    def looks_like(content: Any) -> bool:
+        """Whether parsed JSON is a run.json (it has ``folds`` and ``config``)."""
+        return isinstance(content, dict) and "folds" in content and "config" in content
+
+    def with_fold(self, fold: FoldRecord) -> None:
+        """Add or replace a fold, keeping folds in order."""
+        self.folds = sorted([f for f in self.folds if f.fold != fold.fold] + [fold], key=lambda f: f.fold)
+
+
+def run_settings(config_tree: Dict[str, Any]) -> Dict[str, Any]:
+    """The dotted settings that make a run what it is (those in ``RESUMABLE_KEYS`` left out)."""
+    return {
+        key: value for key, value in flatten_config(config_tree).items()
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
+    }
+
+
+def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """Dotted keys whose values differ, ignoring settings that do not change what is trained."""
+    old_settings, new_settings = run_settings(old), run_settings(new)
+    return [
+        f"{key}: {old_settings.get(key)!r} -> {new_settings.get(key)!r}"
+        for key in sorted(set(old_settings) | set(new_settings))
+        if old_settings.get(key) != new_settings.get(key)
+    ]
+
+
+class RunDir:
+    """One training run on disk: ``config.yaml``, ``run.json``, ``oof_word_probs.npz``, ``decoding.json``, ``fold_K/``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.config_path = self.path / "config.yaml"
+        self.summary_path = self.path / "run.json"
+        self.oof_path = self.path / "oof_word_probs.npz"
+        self.decoding_path = self.path / "decoding.json"
+        self.work_path = self.path / ".work"  # Trainer checkpoints of unfinished folds (removed when a fold ends)
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.path / f"fold_{fold}"
+
+    def fold_work_dir(self, fold: int) -> Path:
+        return self.work_path / f"fold_{fold}"
+
+    def is_run(self) -> bool:
+        """A directory written by ``fbp train`` (it has ``run.json`` or ``oof_word_probs.npz``)."""
+        return self.summary_path.exists() or self.oof_path.exists()
+
+    def open(self, config: Config) -> RunRecord:
+        """Create the run directory, or check that an existing one holds this same run; return its summary."""
+        resolved = config.model_dump(mode="json")
+        if self.config_path.exists():
+            previous = self.read_config()
+            differences = config_differences(previous, resolved)
+            if differences:
+                raise UsageError(
+                    f"{self.path} holds a different run (its config.yaml differs: {'; '.join(differences[:5])}). "
+                    "Use another output directory (-o), or delete that one to start over."
+                )
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise UsageError(f"{self.path} exists and is not an fbp run directory (no config.yaml); use another output directory (-o)")
+        write_atomic(self.config_path, config.to_yaml())
+        summary = self.read_summary()
+        if summary is None:
+            summary = RunRecord(
+                name=config.name or self.path.name,
+                model=config.model.name,
+                fbp_version=__version__,
+                created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                status="running",
+                processed_dir=str(Path(config.data.processed_dir).resolve()),
+                config=resolved,
+                cv_f1=None,
+                cv_per_class={},
+                train_seconds=0.0,
+                folds=[],
+            )
+        summary.config = resolved
+        return summary
+
+    def decoding(self) -> DecodingConfig:
+        """The thresholds in use: ``decoding.json`` (tuned), else the run's configured ones, else fbp's defaults."""
+        if self.decoding_path.exists():
+            return read_decoding(self.decoding_path)
+        if self.config_path.exists():
+            return validate_decoding(self.read_config().get("decoding", {}), str(self.config_path))
+        return DecodingConfig()
+
+    def write_decoding(self, decoding: DecodingConfig) -> Path:
+        """Save the thresholds the run's checkpoints decode with (``decoding.json``, atomically)."""
+        write_atomic(self.decoding_path, json.dumps(decoding.model_dump(mode="json"), indent=2))
+        return self.decoding_path
+
+    def read_config(self) -> Dict[str, Any]:
+        """The resolved config tree of ``config.yaml`` (empty when there is none)."""
+        if not self.config_path.exists():
+            return {}
+        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+
+    def read_summary(self) -> Optional[RunRecord]:
+        """``run.json``, validated; None when the run has none yet."""
+        if not self.summary_path.exists():
+            return None
+        return read_run_json(self.summary_path)
+
+    def write_summary(self, summary: RunRecord) -> None:
+        """The one writer of ``run.json``."""
+        write_atomic(self.summary_path, json.dumps(summary.to_dict(), indent=2))
+
+    def finished_folds(self, summary: RunRecord) -> Dict[int, FoldRecord]:
+        """Folds recorded in ``run.json`` whose checkpoint is on disk."""
+        from .checkpoint import is_checkpoint
+
+        return {entry.fold: entry for entry in summary.folds if is_checkpoint(self.fold_dir(entry.fold))}
+
+    def processed_dir(self) -> Optional[Path]:
+        """The processed dataset the run was trained on (``run.json``, else ``config.yaml``), if it says."""
+        summary = self.read_summary() if self.summary_path.exists() else None
+        processed = summary.processed_dir if summary is not None else None
+        if not processed:
+            processed = (self.read_config().get("data") or {}).get("processed_dir")
+        return Path(processed) if processed else None
+
+    def truth_path(self) -> Path:
+        """``spans.parquet`` of the processed data the run was trained on: its ground truth."""
+        from .processed import spans_path
+
+        processed = self.processed_dir()
+        if processed is None:
+            raise TruthNotFound(f"{self.path} does not say which processed data it was trained on", exit_code=UsageError.exit_code)
+        path = spans_path(processed)
+        if not path.exists():
+            raise TruthNotFound(f"the ground truth of run {self.path} is missing: {path} (its processed_dir)")
+        return path
+
+
+def read_run_json(path: Union[str, Path]) -> RunRecord:
+    """A ``run.json`` file, validated (FbpError when it is unreadable or not one)."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FbpError(f"cannot read {path}: {error}") from None
+    return RunRecord.from_content(content, path)
