@@ -10,8 +10,6 @@ trivial. The same seed always gives the same corpus.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import random
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
-from .atomic import write_dir_atomically
+from .io.kaggle import write_kaggle_layout
 from .labels import CLASSES
 
 MARKER = "fbp-demo.json"  # written next to train.csv, so that a later run may replace the corpus
@@ -220,37 +218,18 @@ def generate_demo_corpus(output_dir: Path, n_essays: int = 200, seed: int = 0) -
     train = [(_essay_id(rng, taken), *render_essay(generate_essay(rng))) for _ in range(n_essays)]
     test = [(_essay_id(rng, taken), render_essay(generate_essay(rng))[0]) for _ in range(TEST_ESSAYS)]
 
-    rows = io.StringIO()
-    writer = csv.writer(rows, lineterminator="\n")
-    writer.writerow(["id", "discourse_id", "discourse_start", "discourse_end", "discourse_text", "discourse_type",
-                     "discourse_type_num", "predictionstring"])
+    rows = []
     spans_per_class: dict[str, int] = {}
-    discourse_id = 0
     for essay_id, text, spans in train:
         numbers: dict[str, int] = {}
         for span in spans:
-            discourse_id += 1
             numbers[span["class"]] = numbers.get(span["class"], 0) + 1
             spans_per_class[span["class"]] = spans_per_class.get(span["class"], 0) + 1
-            writer.writerow([essay_id, discourse_id, span["start"], span["end"], text[span["start"]:span["end"]],
-                             span["class"], f"{span['class']} {numbers[span['class']]}",
-                             " ".join(map(str, range(span["first_word"], span["end_word"])))])
-
-    def write(directory: Path) -> None:
-        (directory / "train").mkdir()
-        (directory / "test").mkdir()
-        (directory / "train.csv").write_text(rows.getvalue(), encoding="utf-8", newline="")
-        for essay_id, text, _ in train:
-            (directory / "train" / f"{essay_id}.txt").write_text(text, encoding="utf-8", newline="")
-        for essay_id, text in test:
-            (directory / "test" / f"{essay_id}.txt").write_text(text, encoding="utf-8", newline="")
-        (directory / "sample_submission.csv").write_text(
-            "id,class,predictionstring\n" + "".join(f"{essay_id},,\n" for essay_id, _ in test), encoding="utf-8"
-        )
-        (directory / MARKER).write_text(json.dumps({"generator": "fbp demo-data", "fbp_version": __version__,
-                                                    "essays": n_essays, "seed": seed}) + "\n")
-
-    write_dir_atomically(output_dir, write, replaceable=lambda directory: (directory / MARKER).is_file())
+            rows.append([essay_id, len(rows) + 1, span["start"], span["end"], text[span["start"]:span["end"]],
+                         span["class"], f"{span['class']} {numbers[span['class']]}",
+                         " ".join(map(str, range(span["first_word"], span["end_word"])))])
+    marker = json.dumps({"generator": "fbp demo-data", "fbp_version": __version__, "essays": n_essays, "seed": seed}) + "\n"
+    write_kaggle_layout(output_dir, rows, [(essay_id, text) for essay_id, text, _ in train], test, (MARKER, marker))
     return {
         "essays": n_essays,
         "test_essays": TEST_ESSAYS,

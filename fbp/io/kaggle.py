@@ -165,3 +165,46 @@ def _read_csv(path: Path, role: str) -> "pd.DataFrame":  # noqa: F821
         raise FbpError(f"{role} file {path} is empty (expected a header id,class,predictionstring)") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
         raise FbpError(f"cannot read {role} file {path}: {str(error).strip()}") from None
+
+
+KAGGLE_COLUMNS = ("id", "discourse_id", "discourse_start", "discourse_end", "discourse_text", "discourse_type",
+                  "discourse_type_num", "predictionstring")
+
+
+def write_kaggle_layout(
+    output_dir: Path,
+    rows: Sequence[Sequence[object]],
+    train_texts: Sequence[Tuple[str, str]],
+    test_texts: Sequence[Tuple[str, str]],
+    marker: Tuple[str, str],
+) -> None:
+    """Write a corpus in the Kaggle layout, atomically: ``train.csv`` (``rows`` in :data:`KAGGLE_COLUMNS` order),
+    ``train/ID.txt``, ``test/ID.txt``, ``sample_submission.csv`` and ``marker`` (name, JSON text).
+
+    An existing ``output_dir`` is replaced only when it holds the same marker file (an earlier corpus of this
+    writer), never a user's folder.
+    """
+    import csv
+    import io
+
+    from ..atomic import write_dir_atomically
+
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(KAGGLE_COLUMNS)
+    writer.writerows(rows)
+    marker_name, marker_text = marker
+
+    def write(directory: Path) -> None:
+        for folder, essays in (("train", train_texts), ("test", test_texts)):
+            (directory / folder).mkdir()
+            for essay_id, text in essays:
+                # newline="": the texts' own line ends are kept, so character offsets stay exact.
+                (directory / folder / f"{essay_id}.txt").write_text(text, encoding="utf-8", newline="")
+        (directory / "train.csv").write_text(table.getvalue(), encoding="utf-8", newline="")
+        (directory / "sample_submission.csv").write_text(
+            "id,class,predictionstring\n" + "".join(f"{essay_id},,\n" for essay_id, _ in test_texts), encoding="utf-8"
+        )
+        (directory / marker_name).write_text(marker_text, encoding="utf-8")
+
+    write_dir_atomically(Path(output_dir), write, replaceable=lambda directory: (directory / marker_name).is_file())
