@@ -2,30 +2,150 @@
 
 Files and directories are written next to their destination under a temporary name, then renamed into
 place (``os.replace`` is atomic on one filesystem), so an interrupted command leaves the previous output
-or nothing, never half of one.
+or nothing, never half of one. A directory replaces an earlier one in a single atomic exchange where the
+system has one (Linux ``renameat2``), so even a kill at that moment leaves one of the two whole.
+
+Temporary names say who made them (``.NAME.tmp-HOST-PID-XXXX``): a later write of the same output removes
+the ones whose process is gone (a kill leaves them behind), and never one that is still being written.
+Outputs get the permissions the umask gives (``mkstemp`` alone would make them owner-only).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, IO, Iterator, Optional
 
 from .errors import FbpError
+from .faults import crash_point
+
+HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[^/]*$")
+FOREIGN_STALE_SECONDS = 24 * 3600  # another host's temporary file: stale once this old (its pid cannot be checked)
+# Names of earlier fbp versions, which did not record the pid (stale once FOREIGN_STALE_SECONDS old).
+_LEGACY = re.compile(r"^\.(?:(?P<name>.+)\.(?:tmp|old)-[a-z0-9_]{8}|(?P<file>.+)\.[a-z0-9_]{8}\.tmp|(?P<infer>fbp-infer)-[a-z0-9_]{8})$")
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    except OverflowError:
+        return False
+    return True
+
+
+def process_start(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot, Linux), so that a reused pid is not taken for the
+    process that wrote a lock; None where the system does not tell."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def temporary_prefix(name: str, kind: str = "tmp") -> str:
+    """``.NAME.tmp-HOST-PID-``: the prefix of this process's temporary files for output NAME."""
+    return f".{name}.{kind}-{HOST}-{os.getpid()}-"
+
+
+def _is_stale(path: Path, host: str, pid: int) -> bool:
+    if host == HOST:
+        return not pid_alive(pid)
+    try:
+        return time.time() - path.lstat().st_mtime > FOREIGN_STALE_SECONDS
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(directory: Path, name: Optional[str] = None) -> int:
+    """Delete the temporary files and folders in ``directory`` (of output ``name``, or of any) left by dead processes.
+
+    Returns how many were removed. Files of running processes, and anything not named like fbp's temporaries,
+    are never touched.
+    """
+    removed = 0
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return 0
+    for path in entries:
+        match, legacy = _TEMPORARY.match(path.name), _LEGACY.match(path.name)
+        if match:
+            owner, stale = match["name"], lambda: _is_stale(path, match["host"], int(match["pid"]))
+        elif legacy:
+            owner, stale = legacy["name"] or legacy["file"] or legacy["infer"], lambda: _is_stale(path, "", 0)
+        else:
+            continue
+        if (name is not None and owner != name) or not stale():
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # not ours to remove after all (permissions): leave it
+    return removed
+
+
+def _writable_error(path: Path, error: OSError) -> FbpError:
+    return FbpError(f"cannot write {path}: {error.strerror or error}")
+
+
+def _apply_umask(path: Path, directory: bool = False) -> None:
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
 
 
 @contextmanager
 def atomic_file(path: Path, mode: str = "w", newline: Optional[str] = None) -> Iterator[IO]:
     """Open a temporary file beside ``path``; it becomes ``path`` only when the ``with`` block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise FbpError(f"cannot write {path}: it is a directory (give a file name)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent, path.name)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name))
+    except OSError as error:
+        raise _writable_error(path, error) from None
     try:
         with os.fdopen(handle, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": newline})) as file:
             yield file
+        _apply_umask(Path(temporary))
+        crash_point(f"write:{path.name}")
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -44,6 +164,26 @@ def write_atomic_bytes(path: Path, data: bytes) -> None:
         file.write(data)
 
 
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
 def write_dir_atomically(output_dir: Path, write: Callable[[Path], None], replaceable: Callable[[Path], bool]) -> Path:
     """Let ``write`` fill a temporary directory next to ``output_dir``, then swap it in.
 
@@ -53,19 +193,57 @@ def write_dir_atomically(output_dir: Path, write: Callable[[Path], None], replac
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or (any(output_dir.iterdir()) and not replaceable(output_dir))):
         raise FbpError(f"{output_dir} exists and was not written by this command; refusing to replace it (choose another output)")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(output_dir.parent, output_dir.name)
+        staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(output_dir.name), dir=output_dir.parent))
+    except OSError as error:
+        raise _writable_error(output_dir, error) from None
     try:
         write(staging)
-        staging.chmod(0o755)  # mkdtemp makes it private
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+        # Everything in it as the umask says: mkdtemp makes the folder private, and some writers (safetensors)
+        # make their files owner-only.
+        for path in staging.rglob("*"):
+            if not path.is_symlink():
+                _apply_umask(path, directory=path.is_dir())
+        _apply_umask(staging, directory=True)
+        crash_point(f"write:{output_dir.name}")
+        if not output_dir.exists():
+            os.replace(staging, output_dir)
+        elif _exchange(staging, output_dir):
+            crash_point(f"replace:{output_dir.name}")  # the new one is in place; staging now holds the old one
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            retired = Path(tempfile.mkdtemp(prefix=temporary_prefix(output_dir.name, "old"), dir=output_dir.parent))
             os.replace(output_dir, retired / output_dir.name)
             os.replace(staging, output_dir)
+            crash_point(f"replace:{output_dir.name}")
             shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output_dir
+
+
+def check_output_file(path: Path, what: str = "output") -> None:
+    """Fail now, before any work, if ``path`` cannot become a file: a directory, under a file, or not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise FbpError(f"{what} {path} is a directory; give a file name")
+    check_output_location(path, what)
+
+
+def check_output_location(path: Path, what: str = "output") -> None:
+    """Fail now if nothing can be created at ``path``: its nearest existing parent must be a writable directory."""
+    path = Path(path)
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise FbpError(f"cannot write {what} {path}: {ancestor} is not a directory")
+    try:
+        handle, probe = tempfile.mkstemp(dir=ancestor, prefix=temporary_prefix("fbp-probe"))
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise FbpError(f"cannot write {what} {path}: {error.strerror or error} ({ancestor})") from None

@@ -27,7 +27,7 @@ from .atomic import write_atomic, write_atomic_bytes
 if TYPE_CHECKING:
     import pandas as pd
 
-SCORE_COLUMNS = ["cv_f1", "cv_f1_tuned", *CLASSES]  # higher is better; the best of each is highlighted
+SCORE_COLUMNS = ["cv_f1", "cv_f1_tuned", "cv_f1_learned", *CLASSES]  # higher is better; the best of each is highlighted
 HIDDEN_SETTINGS = {"name"}  # already the first column
 
 # --- a Hugging Face trainer_state.json (lenient: extra keys are fine, wrong types are reported) ------------
@@ -55,6 +55,7 @@ class FoldCurve:
     best_epoch: Optional[float]
     best_f1: Optional[float]
     epoch_f1: List[Tuple[float, float]] = field(default_factory=list)
+    finished: bool = True  # False: a fold still training (or interrupted); best_epoch is the best so far
 
 
 @dataclass
@@ -72,6 +73,21 @@ class RunSummary:
     train_seconds: Optional[float]
     best_checkpoint: Optional[str] = None
     cv_f1_tuned: Optional[float] = None  # fbp train: thresholds tuned out of fold, cross-fitted
+    cv_f1_learned: Optional[float] = None  # fbp train: learned span decoder, cross-fitted
+    folds_planned: Optional[int] = None  # folds the run trains (fbp runs), to tell how far it is
+    epochs_planned: Optional[int] = None  # epochs per fold
+
+    @property
+    def progress(self) -> str:
+        """How far an fbp run is: ``2/5 folds, fold 2 at epoch 3/20`` (empty for a complete run)."""
+        if self.status in ("complete", "trainer_state"):
+            return ""
+        done = sum(fold.finished for fold in self.folds)
+        parts = [f"{done}/{self.folds_planned if self.folds_planned else '?'} folds"]
+        for fold in self.folds:
+            if not fold.finished:
+                parts.append(f"fold {fold.fold} at epoch {len(fold.epoch_f1)}/{self.epochs_planned or '?'}")
+        return ", ".join(parts)
 
 
 @dataclass
@@ -85,12 +101,19 @@ class Comparison:
 
 # --- finding and reading runs -------------------------------------------------------------------------------
 
-def find_run_files(paths: Sequence[Path]) -> List[Path]:
-    """Expand the command-line inputs into run files.
+def _is_fbp_run(directory: Path) -> bool:
+    """An fbp run directory, finished or not: its ``run.json``, or the ``config.yaml`` written as training starts."""
+    run = RunDir(directory)
+    return run.summary_path.is_file() or run.config_path.is_file()
 
-    A file is taken as given. A directory means its ``run.json`` (an fbp run), else its
-    ``trainer_state.json``, else the ``run.json`` of each subdirectory (a folder of runs, a tuning
-    directory), else the ``trainer_state.json`` of its last ``checkpoint-N`` (a Trainer output directory).
+
+def find_run_files(paths: Sequence[Path]) -> List[Path]:
+    """Expand the command-line inputs into run files, each once (a run given twice, or as a directory and as a file).
+
+    A file is taken as given. A directory means its ``run.json`` (an fbp run; the path even while a run that
+    has only its ``config.yaml`` so far trains), else its ``trainer_state.json``, else the runs among its
+    subdirectories (a folder of runs, a tuning directory), else the ``trainer_state.json`` of its last
+    ``checkpoint-N`` (a Trainer output directory).
     """
     files: List[Path] = []
     for path in map(Path, paths):
@@ -98,11 +121,11 @@ def find_run_files(paths: Sequence[Path]) -> List[Path]:
             files.append(path)
         elif not path.exists():
             raise FbpError(f"{path}: no such file or directory")
-        elif RunDir(path).summary_path.is_file():
+        elif _is_fbp_run(path):
             files.append(RunDir(path).summary_path)
         elif (path / "trainer_state.json").is_file():
             files.append(path / "trainer_state.json")
-        elif child_runs := sorted(RunDir(child).summary_path for child in path.iterdir() if RunDir(child).summary_path.is_file()):
+        elif child_runs := sorted(RunDir(child).summary_path for child in path.iterdir() if child.is_dir() and _is_fbp_run(child)):
             files.extend(child_runs)
         elif checkpoints := sorted(path.glob("checkpoint-*/trainer_state.json"), key=_checkpoint_step):
             files.append(checkpoints[-1])  # the last checkpoint's state holds the whole log history
@@ -110,7 +133,10 @@ def find_run_files(paths: Sequence[Path]) -> List[Path]:
             raise FbpError(f"{path}: no run.json or trainer_state.json in this directory (is it an fbp run directory?)")
     if not files:
         raise UsageError("no runs to compare")
-    return files
+    unique: Dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    return list(unique.values())
 
 
 def _checkpoint_step(state_file: Path) -> int:
@@ -121,6 +147,8 @@ def _checkpoint_step(state_file: Path) -> int:
 def load_run(path: Path) -> RunSummary:
     """Read an fbp ``run.json`` or a Hugging Face ``trainer_state.json`` (told apart by their content)."""
     path = Path(path)
+    if path.name == RunDir(path.parent).summary_path.name and not path.exists() and RunDir(path.parent).config_path.is_file():
+        return _from_run_json(path, _record_from_config(RunDir(path.parent)))  # training started, no fold finished yet
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -141,18 +169,114 @@ def _from_run_json(path: Path, record: RunRecord) -> RunSummary:
         FoldCurve(fold.fold, fold.best_epoch, fold.best_f1, [(epoch.epoch, epoch.f1) for epoch in fold.epochs if epoch.f1 is not None])
         for fold in record.folds
     ]
+    run = RunDir(path.parent)
+    status = record.status
+    settings = flatten_config(record.config)
+    if status != "complete":
+        # A run not complete: the epochs of the fold in training (or interrupted) from its Trainer state, and
+        # whether a live process trains it.
+        finished = {fold.fold for fold in folds}
+        folds = sorted(folds + [curve for curve in _unfinished_folds(run) if curve.fold not in finished], key=lambda c: c.fold)
+        status = training_status(run, status)
     return RunSummary(
         name=record.name or path.parent.name,
         source=path,
         model=record.model or flatten_config(record.config).get("model.name"),
-        status=record.status,
-        settings=flatten_config(record.config),
+        status=status,
+        settings=settings,
         cv_f1=record.cv_f1,
         cv_f1_tuned=record.cv_f1_tuned,
+        cv_f1_learned=record.cv_f1_learned,
         per_class=dict(record.cv_per_class),
         folds=folds,
         train_seconds=record.train_seconds,
+        folds_planned=_planned_folds(run, settings),
+        epochs_planned=settings.get("training.epochs"),
     )
+
+
+# How long after its last write a run locked on another host (whose process cannot be checked) counts as running.
+RECENT_SECONDS = 30 * 60
+
+
+def training_status(run: RunDir, recorded: str) -> str:
+    """``complete``; ``running`` (a live ``fbp train`` holds the run's lock); ``interrupted`` (stopped before the folds it
+    trains were done); ``partial`` (finished the folds it was asked for, not all of the data's)."""
+    import socket
+    import time
+
+    from .atomic import pid_alive, process_start
+    from .io.run_dir import RunLock
+
+    if recorded == "complete":
+        return "complete"
+    holder = RunLock(run.path).holder()
+    if holder:
+        pid, host = holder.get("pid"), holder.get("host")
+        if host == socket.gethostname() and isinstance(pid, int):
+            if pid_alive(pid) and holder.get("process_start") in (None, process_start(pid)):  # not a reused pid
+                return "running"
+        elif time.time() - _last_write(run) < RECENT_SECONDS:
+            return "running"  # locked on another host and written to recently
+    return "partial" if recorded == "partial" else "interrupted"
+
+
+def _last_write(run: RunDir) -> float:
+    """When the run last wrote anything (run.json, a Trainer state), as a time stamp."""
+    candidates = [run.summary_path, run.config_path, *run.work_path.glob("fold_*/checkpoint-*/trainer_state.json")]
+    times = []
+    for candidate in candidates:
+        try:
+            times.append(candidate.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=0.0)
+
+
+def _record_from_config(run: RunDir) -> RunRecord:
+    """A run whose training started but that has no ``run.json`` yet: what its ``config.yaml`` says."""
+    config = run.read_config()
+    return RunRecord(name=config.get("name") or run.path.name, model=(config.get("model") or {}).get("name"),
+                     status="running", config=config, folds=[])
+
+
+def _unfinished_folds(run: RunDir) -> List[FoldCurve]:
+    """Folds with Trainer checkpoints in ``.work`` (a fold in training, or interrupted): the epochs evaluated so far."""
+    curves = []
+    for work in sorted(run.work_path.glob("fold_*")):
+        suffix = work.name.rpartition("_")[2]
+        if not suffix.isdigit():
+            continue
+        state = None
+        for state_file in sorted(work.glob("checkpoint-*/trainer_state.json"), key=_checkpoint_step, reverse=True):
+            try:  # the newest one whole; a checkpoint being written or rotated away is skipped
+                state = json.loads(state_file.read_text(encoding="utf-8"))
+                break
+            except (OSError, ValueError):
+                continue
+        if not isinstance(state, dict):
+            continue
+        scored = [entry for entry in state.get("log_history") or [] if isinstance(entry, dict) and "eval_f1" in entry and "epoch" in entry]
+        if not scored:
+            continue
+        best_step = state.get("best_global_step")
+        best = next((entry for entry in scored if entry.get("step") == best_step), None) or max(scored, key=lambda entry: entry["eval_f1"])
+        curves.append(FoldCurve(int(suffix), round(float(best["epoch"])), float(best["eval_f1"]),
+                                [(round(float(entry["epoch"])), float(entry["eval_f1"])) for entry in scored], finished=False))
+    return curves
+
+
+def _planned_folds(run: RunDir, settings: Dict[str, Any]) -> Optional[int]:
+    """How many folds the run trains: ``--fold``'s, else ``data.folds``, else its processed data's."""
+    if settings.get("data.train_folds"):
+        return len(settings["data.train_folds"])
+    if settings.get("data.folds"):
+        return int(settings["data.folds"])
+    processed = run.processed_dir() if run.config_path.exists() or run.summary_path.exists() else None
+    try:
+        return int(json.loads((processed / "meta.json").read_text(encoding="utf-8"))["folds"]) if processed else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _from_trainer_state(path: Path, content: Dict[str, Any]) -> RunSummary:
@@ -242,14 +366,16 @@ def compare_runs(paths: Sequence[Path], sort: Optional[str] = None) -> Compariso
     settings = differing_settings(runs)
     rows = []
     for run in runs:
-        row: Dict[str, Any] = {"run": run.name if run.status in ("complete", "trainer_state") else f"{run.name} ({run.status})", "model": run.model}
+        row: Dict[str, Any] = {"run": run.name, "status": "HF Trainer" if run.status == "trainer_state" else run.status,
+                               "progress": run.progress or None, "model": run.model}
         row.update({key: _cell_value(run.settings.get(key)) for key in settings})
-        row["cv_f1"], row["cv_f1_tuned"] = run.cv_f1, run.cv_f1_tuned
+        row["cv_f1"], row["cv_f1_tuned"], row["cv_f1_learned"] = run.cv_f1, run.cv_f1_tuned, run.cv_f1_learned
         row.update({name: run.per_class.get(name) for name in CLASSES})
-        row["best_epochs"] = " ".join(_format_epoch(fold.best_epoch) for fold in run.folds) or None
+        row["best_epochs"] = " ".join(_format_epoch(fold.best_epoch) if fold.finished else f"({_format_epoch(fold.best_epoch)})"
+                                      for fold in run.folds) or None
         row["train_seconds"] = run.train_seconds
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["run", "model", *settings, "cv_f1", "cv_f1_tuned", *CLASSES, "best_epochs", "train_seconds"])
+    table = pd.DataFrame(rows, columns=["run", "status", "progress", "model", *settings, "cv_f1", "cv_f1_tuned", "cv_f1_learned", *CLASSES, "best_epochs", "train_seconds"])
     table[SCORE_COLUMNS + ["train_seconds"]] = table[SCORE_COLUMNS + ["train_seconds"]].astype(float)
     if sort:
         column = _find_column(table, sort)
@@ -271,7 +397,7 @@ def _format_epoch(epoch: Optional[float]) -> str:
 
 def _find_column(table: "pd.DataFrame", wanted: str) -> str:
     """A column by its name, a class by name or short name, or a familiar alias (case-insensitive)."""
-    aliases = {"name": "run", "f1": "cv_f1", "tuned": "cv_f1_tuned", "time": "train_seconds", "seconds": "train_seconds", "epochs": "best_epochs"}
+    aliases = {"name": "run", "f1": "cv_f1", "tuned": "cv_f1_tuned", "learned": "cv_f1_learned", "time": "train_seconds", "seconds": "train_seconds", "epochs": "best_epochs"}
     aliases.update({short.lower(): name for name, short in SHORT_NAMES.items()})
     lowered = {column.lower(): column for column in table.columns}
     key = wanted.strip().lower()
@@ -299,14 +425,16 @@ def write_json(comparison: Comparison, path: Path) -> None:
             "source": str(run.source),
             "model": run.model,
             "status": run.status,
+            "progress": run.progress or None,
             "settings": {key: run.settings.get(key) for key in comparison.differing_settings},
             "cv_f1": run.cv_f1,
             "cv_f1_tuned": run.cv_f1_tuned,
+            "cv_f1_learned": run.cv_f1_learned,
             "cv_per_class": run.per_class,
             "train_seconds": run.train_seconds,
             "best_checkpoint": run.best_checkpoint,
             "folds": [
-                {"fold": fold.fold, "best_epoch": fold.best_epoch, "best_f1": fold.best_f1,
+                {"fold": fold.fold, "best_epoch": fold.best_epoch, "best_f1": fold.best_f1, "finished": fold.finished,
                  "epochs": [{"epoch": epoch, "f1": f1} for epoch, f1 in fold.epoch_f1]}
                 for fold in run.folds
             ],
@@ -316,42 +444,61 @@ def write_json(comparison: Comparison, path: Path) -> None:
 
 
 def plot_epoch_f1(comparison: Comparison, path: Path) -> int:
-    """Draw the validation F1 per epoch of every run and fold (one colour per run) into an image file.
+    """Draw the validation F1 per epoch of every run and fold into an image file.
 
-    Returns the number of curves drawn; a run without per-epoch F1 is left out.
+    One colour per run, one line style and marker per fold, and a star on each fold's kept epoch (its best, the
+    one its checkpoint holds; the best so far for a fold still training). Two legends tell them apart: runs
+    (with their status when not complete) and folds. Returns the number of curves drawn; a run without
+    per-epoch F1 is left out.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
-    figure, axes = plt.subplots(figsize=(9, 5.5))
+    figure, axes = plt.subplots(figsize=(10, 5.8))
     colours = plt.get_cmap("tab10")
+    styles, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D", "v", "P")
+    run_handles, fold_handles = [], {}
     curves = 0
     for index, run in enumerate(comparison.runs):
         colour = colours(index % 10)
-        label: Optional[str] = run.name  # one legend entry per run, on its first curve
-        for fold_index, fold in enumerate(run.folds):
+        drawn = False
+        for position, fold in enumerate(run.folds):
             if not fold.epoch_f1:
                 continue
             epochs, f1s = zip(*fold.epoch_f1)
-            line_style = ("-", "--", ":", "-.")[fold_index % 4]  # folds of one run: same colour, other dashes
-            axes.plot(epochs, f1s, line_style, marker="o", markersize=3, linewidth=1.2, color=colour, alpha=0.85, label=label)
-            label = None
-            if fold.fold is not None:
-                axes.annotate(f"f{fold.fold}", (epochs[-1], f1s[-1]), fontsize=7, color=colour, xytext=(3, 0), textcoords="offset points")
+            key = fold.fold if fold.fold is not None else position
+            style, marker = styles[key % len(styles)], markers[key % len(markers)]
+            axes.plot(epochs, f1s, linestyle=style, marker=marker, markersize=3.5, linewidth=1.4, color=colour, alpha=0.9)
+            if fold.best_epoch is not None and fold.best_f1 is not None:
+                axes.plot([fold.best_epoch], [fold.best_f1], marker="*", markersize=14, color=colour if fold.finished else "white",
+                          markeredgecolor=colour if not fold.finished else "black", markeredgewidth=1.0, linestyle="none", zorder=5)
+            if fold.fold is not None and key not in fold_handles:
+                fold_handles[key] = Line2D([], [], color="0.3", linestyle=style, marker=marker, markersize=3.5, label=f"fold {fold.fold}")
+            drawn = True
             curves += 1
+        if drawn:
+            status = f" ({run.status})" if run.status not in ("complete", "trainer_state") else ""
+            run_handles.append(Line2D([], [], color=colour, linewidth=3, label=f"{run.name}{status}"))
     if curves == 0:
         plt.close(figure)
         raise FbpError("nothing to plot: none of the runs has per-epoch validation F1")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
-    axes.set_ylabel("validation F1 (competition metric)")
-    axes.set_title("Validation F1 per epoch (one line per fold)")
+    axes.set_ylabel("validation F1 (competition metric, configured thresholds)")
+    axes.set_title("Validation F1 per epoch: a colour per run, a line style per fold")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
+    runs_legend = axes.legend(handles=run_handles, title="run", fontsize=8, title_fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes.add_artist(runs_legend)
+    kept = [Line2D([], [], color="0.3", marker="*", markersize=12, markeredgecolor="black", linestyle="none", label="kept epoch (best)")]
+    if any(not fold.finished for run in comparison.runs for fold in run.folds):
+        kept.append(Line2D([], [], color="white", marker="*", markersize=12, markeredgecolor="0.3", linestyle="none", label="best so far (unfinished fold)"))
+    axes.legend(handles=[*(fold_handles[key] for key in sorted(fold_handles)), *kept], title="fold", fontsize=8, title_fontsize=9,
+                loc="lower left", bbox_to_anchor=(1.01, 0.0))
     figure.tight_layout()
     image_format = path.suffix.lstrip(".").lower() or "png"
     if image_format not in figure.canvas.get_supported_filetypes():

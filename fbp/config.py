@@ -17,8 +17,24 @@ from .errors import FbpError, UsageError
 from .labels import CLASSES
 
 
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type accepts true/false (``bool``, or a union or container with it)."""
+    import typing
+
+    return annotation is bool or annotation is Any or any(_takes_bool(argument) for argument in typing.get_args(annotation))
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: Any) -> Any:
+        # pydantic takes true as 1 for an int: `--set training.batch_size=true` would train with batch size 1.
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
 
 
 class DataConfig(Section):
@@ -65,8 +81,23 @@ class TrainingConfig(Section):
     group_by_length: bool = Field(True, description="Batch windows of similar length (dynamic padding wastes almost nothing), the batches in random order.")
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop a fold after this many epochs without a better F1 (off by default).")
     tune_thresholds: bool = Field(True, description="After training, tune the decoding thresholds on the out-of-fold probabilities (saved for infer; cross-fitted F1 in run.json).")
+    learned_decoding: bool = Field(True, description="After training, fit the learned span decoder on the out-of-fold probabilities (cross-fitted F1 in run.json); the run uses it when it beats the tuned thresholds out of fold.")
+    class_weights: Optional[Dict[str, float]] = Field(None, description="Weight of each class's words (B- and I-) in the training loss, e.g. {Counterclaim: 3, Rebuttal: 3}; classes left out (and O) weigh 1.")
     seed: int = 42
     dataloader_workers: int = Field(0, ge=0)
+
+    @field_validator("class_weights")
+    @classmethod
+    def _class_weights(cls, value: Optional[Dict[str, float]]) -> Optional[Dict[str, float]]:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - set(CLASSES))
+        if unknown:
+            raise ValueError(f"unknown class {unknown}; allowed: {', '.join(CLASSES)}")
+        bad = {name: weight for name, weight in value.items() if not weight > 0}
+        if bad:
+            raise ValueError(f"class weights must be positive, got {bad}")
+        return value
 
 
 class DecodingConfig(Section):
@@ -102,7 +133,7 @@ def read_decoding(path: Path) -> DecodingConfig:
 
     try:
         stored = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FbpError(f"cannot read decoding thresholds from {path}: {error}") from None
     return validate_decoding(stored, str(path))
 
@@ -184,7 +215,9 @@ def set_dotted(tree: Dict[str, Any], key: str, value: Any) -> None:
         sections, last = ["search"], key.removeprefix("search.")
     node = tree
     for section in sections:
-        child = node.setdefault(section, {})
+        if node.get(section) is None:  # absent, or null in the YAML (an optional section such as training.class_weights)
+            node[section] = {}
+        child = node[section]
         if not isinstance(child, dict):
             raise UsageError(f"cannot set '{key}': '{section}' is a value, not a section")
         node = child
@@ -262,7 +295,13 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dic
         config_path = resolve_config_path(path)
         source = f"config {config_path}"
         try:
-            tree = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+            text = config_path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise FbpError(f"{config_path} is not UTF-8 text (byte {error.start}); save the config as UTF-8") from None
+        except OSError as error:
+            raise FbpError(f"cannot read {config_path}: {error.strerror or error}") from None
+        try:
+            tree = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:
             raise UsageError(f"{config_path} is not valid YAML: {error}") from None
         if not isinstance(tree, dict):

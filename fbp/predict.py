@@ -71,6 +71,46 @@ def resolve_decoding(members: Sequence[Member], decoding_file: Optional[Path] = 
     return DecodingConfig(), "fbp's defaults"
 
 
+DECODINGS = ("auto", "learned", "thresholds", "argmax")
+ARGMAX = DecodingConfig(min_words={}, min_confidence={})  # every argmax span, no thresholds
+
+
+def resolve_decoder(members: Sequence[Member], mode: str = "auto", decoding_file: Optional[Path] = None, ensemble=None):
+    """How the spans are decoded: ``(thresholds, learned decoder or None, where it comes from)``.
+
+    ``mode``: ``auto`` uses the learned decoder of a saved ensemble directory, or of the run every member comes from
+    when that run chose it (it beat the tuned thresholds out of fold), else thresholds; ``learned`` requires one;
+    ``thresholds`` uses ``decoding_file`` or the checkpoints' thresholds (:func:`resolve_decoding`); ``argmax`` keeps
+    every argmax span. A run made before the learned decoder existed decodes with its thresholds, as before.
+    """
+    from .io.run_dir import RunDir
+
+    if mode not in DECODINGS:
+        raise UsageError(f"unknown decoding {mode!r}; choose one of {', '.join(DECODINGS)}, or give a decoding.json")
+    if mode == "argmax":
+        return ARGMAX, None, "argmax spans, no thresholds"
+    decoding, source = resolve_decoding(members, decoding_file)
+    if mode == "thresholds" or decoding_file is not None:
+        return decoding, None, f"thresholds from {source}"
+    runs = {member.run_dir for member in members}
+    run = RunDir(runs.pop()) if len(runs) == 1 and None not in runs else None
+    if ensemble is not None:
+        decoder, where, chosen = ensemble.learned_decoder(), ensemble.decoder_path, True
+    elif run is not None:
+        decoder, where, chosen = run.learned_decoder() if (mode == "learned" or run.uses_learned_decoder()) else None, run.decoder_path, run.uses_learned_decoder()
+    else:
+        decoder, where, chosen = None, None, False
+    if mode == "learned" and decoder is None:
+        if ensemble is None and run is None and len(members) > 1:
+            raise UsageError("--decoding learned: a run's learned decoder is not the blend's; fit one on the blend with "
+                             "fbp ensemble RUNS --fit-weights --save-dir DIR, then predict with DIR")
+        raise UsageError(f"--decoding learned: {where or members[0].source} has no learned decoder "
+                         "(fbp train fits one; refit it with fbp evaluate RUN --tune)")
+    if decoder is not None and (chosen or mode == "learned"):
+        return decoding, decoder, f"learned decoder {where}"
+    return decoding, None, f"thresholds from {source}"
+
+
 class WordProbSum:
     """The running weighted sum of every essay's word probabilities, memory-mapped in a scratch directory."""
 
@@ -127,8 +167,8 @@ def predict_members(
             del checkpoint
 
 
-def decode_all(essays: EssayDir, total: WordProbSum, decoding: DecodingConfig) -> "pd.DataFrame":  # noqa: F821
-    """Spans of every essay, decoded a chunk of essays at a time."""
+def decode_all(essays: EssayDir, total: WordProbSum, decoding: DecodingConfig, decoder=None) -> "pd.DataFrame":  # noqa: F821
+    """Spans of every essay, decoded a chunk of essays at a time (with ``decoder``, a learned decoder, when given)."""
     import pandas as pd
 
     from .decode import decode_essays
@@ -136,7 +176,7 @@ def decode_all(essays: EssayDir, total: WordProbSum, decoding: DecodingConfig) -
     frames = []
     for start in range(0, len(essays.ids), DECODE_CHUNK):
         chunk = {essays.ids[i]: total.essay(i) for i in range(start, min(start + DECODE_CHUNK, len(essays.ids)))}
-        frames.append(decode_essays(chunk, decoding))
+        frames.append(decoder.decode(chunk) if decoder is not None else decode_essays(chunk, decoding))
     spans = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SPAN_COLUMNS)
     return spans[SPAN_COLUMNS]
 
@@ -153,6 +193,8 @@ class PredictionResult:
     decoding: DecodingConfig
     decoding_source: str
     checkpoints: int
+    warnings: List[str] = field(default_factory=list)  # things the user should know (empty essays, unfinished runs)
+    learned: bool = False  # decoded by a learned decoder (decoding_source names it), not by the thresholds
 
 
 def predict_directory(
@@ -167,12 +209,17 @@ def predict_directory(
     device: str = "cpu",
     decoding_file: Optional[Path] = None,
     on_checkpoint: Optional[Callable[[Path, "CheckpointMeta"], Optional[Progress]]] = None,  # noqa: F821
+    decoding_mode: str = "auto",
 ) -> PredictionResult:
     """Predict every ``input_dir/*.txt`` with the weighted average of the members, decode, write the outputs.
 
     ``weights``: one per member (default: equal). ``device``: where the models run (see :mod:`fbp.device`).
-    ``on_checkpoint``: see :func:`predict_members`.
+    ``on_checkpoint``: see :func:`predict_members`. ``decoding_mode``: see :func:`resolve_decoder`. A saved
+    ensemble directory (``fbp ensemble --fit-weights --save-dir``), given alone, brings its members, weights
+    and decoder.
     """
+    from .atomic import check_output_file, remove_stale_temporaries, temporary_prefix
+    from .html import check_report_dir
     from .io.kaggle import read_span_file
     from .io.submission import write_submission
     from .io.word_probs import probs_path, save_word_probs
@@ -180,27 +227,99 @@ def predict_directory(
 
     if batch_size < 1:
         raise UsageError(f"the batch size must be at least 1, got {batch_size}")
+    # Every output is checked before any work, so a bad one is not found after minutes of prediction.
+    if output is not None:
+        check_output_file(output, "submission")
+    if save_probs is not None:
+        check_output_file(probs_path(save_probs), "word probabilities")
+    if html_dir is not None:
+        check_report_dir(html_dir)
+    paths, weights, ensemble = expand_ensemble_dir(paths, weights)
     members = resolve_members(paths)
     member_weights = normalise_weights(weights, len(members))
-    decoding, decoding_source = resolve_decoding(members, decoding_file)
+    decoding, decoder, decoding_source = resolve_decoder(members, decoding_mode, decoding_file, ensemble)
     essays = EssayDir.scan(input_dir)
     truth_spans = read_span_file(truth, "truth")[0] if truth is not None else None
+    warnings = [warning for member in members for warning in _unfinished_run_warnings(member)]
+    if essays.empty:
+        shown = ", ".join(f"{essay_id}.txt" for essay_id in essays.empty[:5]) + (", ..." if len(essays.empty) > 5 else "")
+        warnings.append(f"{len(essays.empty)} empty essay(s) ({shown}): no words, so no spans predicted for them")
+    # The scratch file goes beside the output (same disk). Scratch folders of killed runs (.fbp-infer.tmp-HOST-PID-*)
+    # are removed here; folders made for the output are removed again if the work fails.
     scratch_parent = Path(output).parent if output is not None else None
-    if scratch_parent is not None:
-        scratch_parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fbp-infer-", dir=scratch_parent) as scratch:
-        total = WordProbSum(essays.n_words, Path(scratch))
-        predict_members(members, member_weights, essays, total, batch_size, device, on_checkpoint)
-        spans = decode_all(essays, total, decoding)
-        if output is not None:
-            write_submission(output, spans)
-        saved = None
-        if save_probs is not None:
-            saved = probs_path(save_probs)
-            save_word_probs(saved, {essay_id: total.essay(i) for i, essay_id in enumerate(essays.ids)})
+    created = _make_folders(scratch_parent) if scratch_parent is not None else []
+    try:
+        if scratch_parent is not None:
+            remove_stale_temporaries(scratch_parent, "fbp-infer")
+        with tempfile.TemporaryDirectory(prefix=temporary_prefix("fbp-infer"), dir=scratch_parent) as scratch:
+            total = WordProbSum(essays.n_words, Path(scratch))
+            predict_members(members, member_weights, essays, total, batch_size, device, on_checkpoint)
+            spans = decode_all(essays, total, decoding, decoder)
+            if output is not None:
+                write_submission(output, spans)
+            saved = None
+            if save_probs is not None:
+                saved = probs_path(save_probs)
+                save_word_probs(saved, {essay_id: total.essay(i) for i, essay_id in enumerate(essays.ids)})
+    except BaseException:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty: something was written there after all
+        raise
     if html_dir is not None:
         from .html import write_html_report
 
         write_html_report(html_dir, zip(essays.ids, essays.texts()), spans, truth_spans)
     n_checkpoints = sum(len(member.checkpoints) for member in members)
-    return PredictionResult(len(essays.ids), spans, output, saved, html_dir, decoding, decoding_source, n_checkpoints)
+    return PredictionResult(len(essays.ids), spans, output, saved, html_dir, decoding, decoding_source, n_checkpoints, warnings, decoder is not None)
+
+
+def expand_ensemble_dir(paths: Sequence[Path], weights: Optional[Sequence[float]]):
+    """A saved ensemble directory given alone -> (its members, its weights, the EnsembleDir); other paths unchanged."""
+    from .io.ensemble_dir import EnsembleDir, is_ensemble_dir
+
+    if not any(is_ensemble_dir(Path(path)) for path in paths):
+        return list(paths), weights, None
+    if len(paths) > 1:
+        raise UsageError("an ensemble directory brings its own members and weights: give it alone")
+    if weights is not None:
+        raise UsageError(f"{paths[0]} holds fitted weights; --weights cannot be combined with it")
+    ensemble = EnsembleDir(Path(paths[0]))
+    return ensemble.members, ensemble.weights, ensemble
+
+
+def _make_folders(folder: Path) -> List[Path]:
+    """Create ``folder`` and its missing parents; return the ones created (outermost first)."""
+    missing = []
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except OSError as error:
+            raise FbpError(f"cannot create {path}: {error.strerror or error}") from None
+    return list(reversed(missing))
+
+
+def _unfinished_run_warnings(member: Member) -> List[str]:
+    """A run directory whose training did not finish: say how many of its folds are used."""
+    from .io.processed import read_processed_meta
+    from .io.run_dir import RunDir
+
+    if member.run_dir is None or not member.checkpoints:
+        return []
+    run = RunDir(member.run_dir)
+    summary = run.read_summary()
+    if summary is None or summary.status == "complete":
+        return []
+    data = run.read_config().get("data") or {}
+    total = data.get("folds")
+    if total is None and run.processed_dir() is not None:
+        total = (read_processed_meta(run.processed_dir()) or {}).get("folds")
+    used = len(member.checkpoints)
+    of = f"{used} of {total} folds" if total else f"{used} fold(s)"
+    return [f"run {member.run_dir} is not finished (status {summary.status}): using {of}"]

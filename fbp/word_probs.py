@@ -6,6 +6,7 @@ models' sets. Their file format (``.npz``) is :mod:`fbp.io.word_probs`.
 
 from __future__ import annotations
 
+import math
 import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -147,6 +148,8 @@ def normalise_weights(weights: Optional[Sequence[float]], n_members: int) -> Lis
     weights = [float(weight) for weight in weights]
     if len(weights) != n_members:
         raise UsageError(f"{len(weights)} weights for {n_members} models; give one weight per checkpoint, run or probabilities file")
+    if not all(math.isfinite(weight) for weight in weights):
+        raise UsageError(f"weights must be finite numbers, got {', '.join(f'{weight:g}' for weight in weights)}")
     if any(weight < 0 for weight in weights) or sum(weights) <= 0:
         raise UsageError(f"weights must be non-negative and not all zero, got {weights}")
     return [weight / sum(weights) for weight in weights]

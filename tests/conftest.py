@@ -37,13 +37,18 @@ class CliResult:
         return iter((self.exit_code, self.output))
 
 
-def run_cli(*args) -> CliResult:
-    """Run ``fbp ARGS...`` in this process through the real entry point (its error handler and exit codes)."""
+def run_cli(*args, cwd: Optional[Path] = None, env: Optional[dict] = None) -> CliResult:
+    """Run ``fbp ARGS...`` in this process through the real entry point (its error handler and exit codes),
+    optionally from folder ``cwd`` and with extra environment variables ``env`` (both restored afterwards)."""
     from fbp.cli import main
 
     argv, sys.argv = sys.argv, ["fbp", *map(str, args)]
+    saved_cwd, saved_env = os.getcwd(), dict(os.environ)
     out, err = io.StringIO(), io.StringIO()
     try:
+        if cwd is not None:
+            os.chdir(cwd)
+        os.environ.update(env or {})
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 main()
@@ -52,14 +57,20 @@ def run_cli(*args) -> CliResult:
                 code = stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else 1)
     finally:
         sys.argv = argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
-def run_fbp_process(*args, env: Optional[dict] = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_fbp_process(*args, env: Optional[dict] = None, timeout: float = 600, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """Run ``python -m fbp ARGS...`` as a separate process, for what needs a fresh interpreter (what it imports,
-    torchrun, the quickstart exactly as a user runs it)."""
+    torchrun, the quickstart exactly as a user runs it, a kill). ``env`` adds to (or, with None values, removes
+    from) the environment; ``cwd``: the folder it runs in."""
     environment = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "fbp", *map(str, args)], capture_output=True, text=True, env=environment, timeout=timeout)
+    environment = {key: value for key, value in environment.items() if value is not None}
+    return subprocess.run([sys.executable, "-m", "fbp", *map(str, args)], capture_output=True, text=True, env=environment,
+                          timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture

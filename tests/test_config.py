@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,14 @@ def test_train_cli_passes_null_through_and_ignores_options_not_given(tmp_path, m
     import fbp.training.loop
     from fbp.cli._app import app
 
+    from fbp.io.processed import FORMAT
+
     seen = {}
     monkeypatch.setattr(fbp.training.loop, "train_run", lambda config, run_dir, **kwargs: seen.update(config=config))
-    app(["train", str(CONFIGS / "default.yaml"), "--set", "model.hidden_dropout=null", "-o", str(tmp_path / "run")],
-        standalone_mode=False)
+    (tmp_path / "processed").mkdir()  # fbp train checks for processed data before anything else
+    (tmp_path / "processed" / "meta.json").write_text(json.dumps({"format": FORMAT}))
+    app(["train", str(CONFIGS / "default.yaml"), "--data", str(tmp_path / "processed"), "--set", "model.hidden_dropout=null",
+         "-o", str(tmp_path / "run")], standalone_mode=False)
     assert seen["config"].model.hidden_dropout is None and seen["config"].model.attention_dropout == 0.0
     assert seen["config"].training.epochs == Config().training.epochs
 

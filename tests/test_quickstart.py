@@ -21,7 +21,14 @@ def test_quickstart_runs_the_whole_lifecycle_with_the_packaged_minilm(tmp_path):
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     for command in ("fbp demo-data", "fbp preprocess", "fbp train", "fbp evaluate", "fbp infer"):
         assert f"$ {command}" in completed.stdout
-    summary = json.loads((directory / "run" / "run.json").read_text())
+    # each command printed whole, to copy (wrapped with a trailing backslash, never cut)
+    from fbp.cli.quickstart import DEMO_TRAIN_SETTINGS
+
+    assert "…" not in completed.stdout
+    for setting in DEMO_TRAIN_SETTINGS:
+        assert f"--set {setting}" in completed.stdout
+    assert "run minilm-demo" in completed.stdout  # the run has a name (not "run run")
+    summary = json.loads((directory / "runs" / "minilm-demo" / "run.json").read_text())
     assert summary["status"] == "complete" and summary["model"] == "minilm"
     assert [fold["fold"] for fold in summary["folds"]] == [0, 1]
     # cv_f1 is the macro F1 of every essay's out-of-fold prediction, decoded with the configured thresholds.
@@ -31,10 +38,10 @@ def test_quickstart_runs_the_whole_lifecycle_with_the_packaged_minilm(tmp_path):
     from fbp.io.word_probs import load_word_probs
     from fbp.metric import score
 
-    oof = load_word_probs(directory / "run" / "oof_word_probs.npz")
+    oof = load_word_probs(directory / "runs" / "minilm-demo" / "oof_word_probs.npz")
     processed = load_processed(directory / "processed")
     assert set(oof) == set(processed.essays["id"]) and summary["cv_essays"] == len(processed.essays)
-    decoding = load_config(directory / "run" / "config.yaml").decoding
+    decoding = load_config(directory / "runs" / "minilm-demo" / "config.yaml").decoding
     assert summary["cv_f1"] == pytest.approx(score(decode_essays(oof, decoding), processed.spans).f1, abs=1e-6)
     submission = pd.read_csv(directory / "submission.csv")
     assert list(submission.columns) == ["id", "class", "predictionstring"]

@@ -91,6 +91,17 @@ def test_run_directory_holds_the_contract(trained_run, processed_demo):
         assert resolve_decoding(resolve_members([run_dir / f"fold_{f}"]))[0] == tuned
 
 
+def test_training_fits_the_learned_decoder_and_records_its_cross_fitted_f1(trained_run):
+    from fbp.io.decoder import load_decoder
+
+    run_dir, summary = trained_run
+    assert summary["cv_f1_learned"] is not None and 0.0 <= summary["cv_f1_learned"] <= 1.0
+    assert set(summary["cv_per_class_learned"]) <= set(CLASSES)
+    # The run uses the learned decoder only when it beats the tuned thresholds out of fold.
+    assert summary["decoder"] == ("learned" if summary["cv_f1_learned"] > summary["cv_f1_tuned"] else "thresholds")
+    assert load_decoder(run_dir / "learned_decoder.json").classes == CLASSES
+
+
 def test_wandb_offline_files_appear(trained_run):
     run_dir, _ = trained_run
     offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))

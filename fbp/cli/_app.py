@@ -16,13 +16,16 @@ from .. import __version__
 from ..errors import FbpError
 
 from rich.console import Console
+from rich.markup import escape
 
 # The consoles everything prints to (the core prints nothing). Output piped to a file or CI log gets a wide
 # terminal's width rather than rich's 80 columns, so per-epoch tables stay readable.
 console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
-app = typer.Typer(
+from ._help import FbpTyper  # noqa: E402  (how --help reads: flags, placeholders, usage lines, command order)
+
+app = FbpTyper(
     name="fbp",
     help="Feedback Prize essay segmentation: preprocess, train k folds, evaluate, infer, ensemble, compare.",
     no_args_is_help=True,
@@ -51,14 +54,14 @@ def _root(
 
 
 # Options shared by several commands, so every command spells them the same way.
-ConfigArg = typer.Argument(None, help="YAML config (see configs/); command-line flags override it.", show_default=False)
-SetOpt = typer.Option(None, "--set", "-s", help="Override any config key: section.key=value (repeatable).", show_default=False)
+ConfigArg = typer.Argument(None, metavar="CONFIG", help="YAML config (see configs/); command-line flags override it.", show_default=False)
+SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="Override any config key: section.key=value (repeatable).", show_default=False)
 OutputOpt = lambda default, what: typer.Option(default, "--output", "-o", help=what)  # noqa: E731
-WandbOpt = typer.Option(None, "--wandb", help="wandb mode: auto (online if logged in, else offline), online, offline, disabled.", show_default=False)
+WandbOpt = typer.Option(None, "--wandb", metavar="MODE", help="wandb mode: auto (online if logged in, else offline), online, offline, disabled. \\[default: auto]", show_default=False)
 # What to train on, shared by `fbp train` and `fbp tune` (each trial of a search is an `fbp train`).
-DataOpt = typer.Option(None, "--data", "-d", help="Processed data directory (from `fbp preprocess`).", show_default=False)
-FoldsOpt = typer.Option(None, "--folds", help="Number of folds (re-folds when it differs from preprocess).", show_default=False)
-EpochsOpt = typer.Option(None, "--epochs", "-e", help="Epochs per fold.", show_default=False)
+DataOpt = typer.Option(None, "--data", "-d", metavar="DIR", help="Processed data directory (from `fbp preprocess`). \\[default: data/processed]", show_default=False)
+FoldsOpt = typer.Option(None, "--folds", help="Number of folds (re-folds when it differs from preprocess). \\[default: preprocess's folds]", show_default=False)
+EpochsOpt = typer.Option(None, "--epochs", "-e", help="Epochs per fold. \\[default: 3]", show_default=False)
 MaxEssaysOpt = typer.Option(None, "--max-essays", help="Train on a fixed random subset of this many essays.", show_default=False)
 
 
@@ -86,7 +89,8 @@ def main() -> None:
     except FbpError as error:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        # What a user or a file supplied (paths, ids, values) is text, never rich markup: "in/[/x]" must print as is.
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ._app import app, console
@@ -18,13 +19,15 @@ def demo_data(
 ) -> None:
     """Generate a demo corpus in the Kaggle layout (all 7 classes, generated from templates, no real essay).
 
-    Use it to try the whole lifecycle offline: `fbp demo-data data/demo && fbp preprocess data/demo`.
+    Use it to try the whole lifecycle offline.
+
+    Example: `fbp demo-data data/demo && fbp preprocess data/demo -o data/processed`
     """
     from ..demo import generate_demo_corpus
 
     counts = generate_demo_corpus(output, n_essays=essays, seed=seed)
     console.print(
-        f"[bold green]wrote[/] {output}: {counts['essays']:,} labeled essays ({counts['words']:,} words), "
+        f"[bold green]wrote[/] {escape(str(output))}: {counts['essays']:,} labeled essays ({counts['words']:,} words), "
         f"{counts['test_essays']} unlabeled test essays"
     )
     table = Table(title="spans per class", title_justify="left")

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from ._app import app, console, truth_hint
+from ._app import app, console, err_console, truth_hint
 
 
 @app.command("evaluate")
@@ -17,29 +18,58 @@ def evaluate_command(
         None, "--truth", "-t", help="Ground truth: Kaggle train.csv, a spans.parquet or a span CSV. Default for a run: its processed data's spans.parquet.", show_default=False
     ),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file (macro F1 under \"f1\").", show_default=False),
-    tune: bool = typer.Option(False, "--tune", help="Run directory only: tune per-class min_words / min_confidence on the out-of-fold probabilities and save them for infer and ensemble."),
+    tune: bool = typer.Option(False, "--tune", help="Run directory only: tune per-class min_words / min_confidence on the out-of-fold probabilities and refit the learned decoder; save both for infer and ensemble."),
+    decoding: Optional[str] = typer.Option(None, "--decoding", metavar="learned|thresholds|argmax",
+                                           help="Run directory only: decode with the learned decoder, the thresholds, or every argmax span (default: the run's choice).", show_default=False),
 ) -> None:
     """Score predictions with the competition metric: per-class TP, FP, FN, precision, recall, F1 and the macro F1.
 
     A run directory is scored on its out-of-fold word probabilities, decoded with its decoding.json;
     --tune searches better thresholds there and saves them in the run's decoding.json, where infer and ensemble find them for the run and each of its fold checkpoints.
+    A run's F1 here uses thresholds (or a learned decoder) fitted on these same essays, so it is in-sample
+    (optimistic); the figure to quote for a run is the cross-fitted one `fbp train` marks at its end (run.json's
+    cv_f1_tuned, or cv_f1_learned when the run uses its learned decoder).
+
+    Examples:
+
+    - `fbp evaluate runs/minilm` (its out-of-fold predictions, with the run's thresholds)
+
+    - `fbp evaluate runs/minilm --tune` (tune the thresholds and save them for infer)
+
+    - `fbp evaluate submission.csv --truth feedback-prize-2021/train.csv --json score.json`
     """
     from ..evaluate import evaluate
 
+    from ..errors import UsageError
+
+    if decoding is not None and pred.is_file():
+        raise UsageError("--decoding applies to a run directory (a submission CSV is already decoded)")
     with truth_hint():
-        evaluation = evaluate(pred, truth, tune=tune)
+        evaluation = evaluate(pred, truth, tune=tune, decoding=decoding or "auto")
     if evaluation.tuning is not None:
         console.print(_tuning_table(evaluation.tuning))
         for path in evaluation.saved:
-            console.print(f"saved thresholds: {path}", highlight=False)
+            console.print(f"saved {'learned decoder' if path.name.startswith('learned_decoder') else 'thresholds'}: {escape(str(path))}", highlight=False)
+    if evaluation.learned is not None:
+        learned = evaluation.learned
+        verdict = "beats" if learned["decoder"] == "learned" else "does not beat"
+        outcome = "the run now decodes with it" if learned["decoder"] == "learned" else "the run keeps its thresholds"
+        console.print(f"learned decoding {learned['cv_f1_learned']:.4f} (cross-fitted) {verdict} the thresholds ({learned['thresholds']:.4f}): {outcome}", highlight=False)
     console.print(_score_table(evaluation))
+    console.print(f"macro F1 {evaluation.result.f1:.4f}: {escape(evaluation.what)}", highlight=False, soft_wrap=True)
+    if evaluation.to_quote is not None:
+        key, value = evaluation.to_quote
+        how = "learned decoder fitted on the other folds" if key == "cv_f1_learned" else "thresholds tuned on the other folds"
+        console.print(f"[dim]the figure to quote for this run is {key} = {value:.4f} in run.json ({how}, cross-fitted)[/]", highlight=False, soft_wrap=True)
+    for warning in evaluation.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if json_path is not None:
         import json
 
         from ..atomic import write_atomic
 
         write_atomic(json_path, json.dumps(evaluation.to_dict(), indent=2))
-        console.print(f"wrote {json_path}", highlight=False)
+        console.print(f"wrote {escape(str(json_path))}", highlight=False)
 
 
 def _score_table(evaluation):
@@ -47,7 +77,7 @@ def _score_table(evaluation):
 
     result = evaluation.result
     table = Table(
-        title=f"{evaluation.predictions} vs {evaluation.truth}",
+        title=f"{escape(str(evaluation.predictions))} vs {escape(str(evaluation.truth))}",
         caption=f"{evaluation.n_predicted:,} predicted spans, {evaluation.n_true:,} true spans, {evaluation.n_essays:,} essays",
     )
     for column in ("class", "TP", "FP", "FN", "precision", "recall", "F1"):
@@ -65,7 +95,7 @@ def _score_table(evaluation):
 def _tuning_table(report):
     from rich.table import Table
 
-    table = Table(title="decoding thresholds tuned on out-of-fold predictions")
+    table = Table(title="decoding thresholds tuned on out-of-fold predictions", caption="F1 before and after: in-sample (tuned and scored on the same essays)")
     for column in ("class", "min_words", "min_confidence", "F1 before", "F1 after", "gain"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for row in report.classes:

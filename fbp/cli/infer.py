@@ -11,18 +11,35 @@ from rich.table import Table
 
 from ._app import app, console, err_console, truth_hint
 
-CheckpointsArg = typer.Argument(..., help="Fold checkpoints and/or run directories (a run means all its folds).", show_default=False)
-InputOpt = typer.Option(..., "--input", "-i", help="Directory of essays to predict (every *.txt).", show_default=False)
+CheckpointsArg = typer.Argument(..., metavar="CKPT_OR_RUN...", help="Fold checkpoints and/or run directories (a run means all its folds).", show_default=False)
+InputOpt = typer.Option(..., "--input", "-i", metavar="TEXT_DIR", help="Directory of essays to predict (every *.txt).", show_default=False)
 SaveProbsOpt = typer.Option(None, "--save-probs", help="Also save the word probabilities (a .npz file, or word_probs.npz in a directory).", show_default=False)
 HtmlOpt = typer.Option(None, "--html", help="Write an HTML view: one page per essay, predicted (and true) spans in colour.", show_default=False)
 TruthOpt = typer.Option(None, "--truth", help="Ground truth (train.csv format) to show beside the predictions / to score against.", show_default=False)
 BatchOpt = typer.Option(16, "--batch-size", "-b", min=1, help="Windows per forward pass.")
-DeviceOpt = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).", show_default=False)
-DecodingOpt = typer.Option(None, "--decoding", help="A decoding.json to use instead of the thresholds stored with the checkpoints.", show_default=False)
-WeightsOpt = typer.Option(None, "--weights", "-w", help="One weight per model, as 0.6,0.4 or repeated (default: equal).", show_default=False)
+DeviceOpt = typer.Option(None, "--device", metavar="DEVICE", help="cpu, cuda, cuda:1 ... (default: cuda when available).", show_default=False)
+DecodingOpt = typer.Option(None, "--decoding", metavar="learned|thresholds|argmax|FILE",
+                           help="How spans are decoded: learned (the run's learned decoder), thresholds (the run's or checkpoint's), argmax (no thresholds), or a decoding.json of thresholds. Default: the run's choice.", show_default=False)
+
+
+def parse_decoding(value: Optional[str]):
+    """``--decoding`` -> (mode, thresholds file or None): a keyword, or a decoding.json path (thresholds)."""
+    from ..errors import UsageError
+    from ..predict import DECODINGS
+
+    if value is None:
+        return "auto", None
+    if value in DECODINGS:
+        return value, None
+    if not Path(value).is_file():
+        raise UsageError(f"--decoding {value}: neither {', '.join(d for d in DECODINGS if d != 'auto')} nor a decoding.json file")
+    return "thresholds", Path(value)
+WeightsOpt = typer.Option(None, "--weights", "-w", metavar="W,W,...", help="One weight per model, as 0.6,0.4 or repeated (default: equal).", show_default=False)
 
 
 def _print_result(result, started: float) -> None:
+    from rich.markup import escape
+
     from ..labels import CLASSES
 
     seconds = time.monotonic() - started
@@ -31,18 +48,22 @@ def _print_result(result, started: float) -> None:
         f"(loading included): {len(result.spans):,} spans"
     )
     counts = result.spans["class"].value_counts()
-    table = Table(title="predicted spans per class", title_justify="left", caption=f"thresholds from {result.decoding_source}", caption_justify="left")
+    table = Table(title="predicted spans per class", title_justify="left", caption=f"decoding: {escape(result.decoding_source)}", caption_justify="left")
     table.add_column("class")
     table.add_column("spans", justify="right")
-    table.add_column("min words", justify="right")
-    table.add_column("min confidence", justify="right")
+    if not result.learned:
+        table.add_column("min words", justify="right")
+        table.add_column("min confidence", justify="right")
     for name in CLASSES:
         min_words, min_confidence = result.decoding.min_words.get(name), result.decoding.min_confidence.get(name)
-        table.add_row(name, f"{int(counts.get(name, 0)):,}", "-" if min_words is None else str(min_words), "-" if min_confidence is None else f"{min_confidence:.2f}")
+        thresholds = [] if result.learned else ["-" if min_words is None else str(min_words), "-" if min_confidence is None else f"{min_confidence:.2f}"]
+        table.add_row(name, f"{int(counts.get(name, 0)):,}", *thresholds)
     console.print(table)
     for label, path in (("submission", result.output), ("word probabilities", result.probs_file), ("HTML view", result.html_dir and Path(result.html_dir) / "index.html")):
         if path is not None:
-            console.print(f"[bold]{label}:[/] {path}")
+            console.print(f"[bold]{label}:[/] {escape(str(path))}")
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 @app.command()
@@ -55,7 +76,7 @@ def infer(
     truth: Optional[Path] = TruthOpt,
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
-    decoding: Optional[Path] = DecodingOpt,
+    decoding: Optional[str] = DecodingOpt,
 ) -> None:
     """Predict every TEXT_DIR/*.txt and write a Kaggle submission (works offline).
 
@@ -63,9 +84,23 @@ def infer(
 
     Example: fbp infer runs/minilm --input data/demo/test -o submission.csv
     """
+    check_paths_exist(("CKPT_OR_RUN", "checkpoint or run directory", checkpoints), ("--input", "directory of essays", [input_dir]))
     started = time.monotonic()
     result = _predict(checkpoints, input_dir, output, None, save_probs, html, truth, batch_size, device, decoding)
     _print_result(result, started)
+
+
+def check_paths_exist(*arguments) -> None:
+    """Before anything is loaded: a path given on the command line that is not there, named with its argument.
+
+    Each argument is (its name in the usage line, what it should be, the paths given).
+    """
+    from ..errors import FbpError
+
+    for name, what, paths in arguments:
+        for path in paths:
+            if path is not None and not Path(path).exists():
+                raise FbpError(f"{name} {path}: no such {what}")
 
 
 def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_size, device, decoding):
@@ -77,7 +112,9 @@ def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_s
     resolved = resolve_device(device)
     total = len(list(input_dir.glob("*.txt"))) if input_dir.is_dir() else None
     with PredictionProgress(console, err_console, total) as progress:
-        return predict_directory(paths, input_dir, output, weights, save_probs, html, truth, batch_size, resolved, decoding, on_checkpoint=progress)
+        mode, decoding_file = parse_decoding(decoding)
+        return predict_directory(paths, input_dir, output, weights, save_probs, html, truth, batch_size, resolved, decoding_file,
+                                 on_checkpoint=progress, decoding_mode=mode)
 
 
 def parse_weights(raw: Optional[List[str]]) -> Optional[List[float]]:
@@ -94,17 +131,18 @@ def parse_weights(raw: Optional[List[str]]) -> Optional[List[float]]:
 
 @app.command()
 def ensemble(
-    members: List[Path] = typer.Argument(..., help="Checkpoints, run directories and/or saved word-probability .npz files; each is one member.", show_default=False),
-    input_dir: Optional[Path] = typer.Option(None, "--input", "-i", help="Essays to predict (every *.txt); without it, score the runs' out-of-fold predictions.", show_default=False),
+    members: List[Path] = typer.Argument(..., metavar="MEMBER...", help="Checkpoints, run directories and/or saved word-probability .npz files; each is one member.", show_default=False),
+    input_dir: Optional[Path] = typer.Option(None, "--input", "-i", metavar="TEXT_DIR", help="Essays to predict (every *.txt); without it, score the runs' out-of-fold predictions.", show_default=False),
     weights: Optional[List[str]] = WeightsOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Submission CSV to write (default with --input: submission.csv).", show_default=False),
-    fit_weights: bool = typer.Option(False, "--fit-weights", help="Fit the weights on out-of-fold F1 (runs sharing folds), then use them."),
+    fit_weights: bool = typer.Option(False, "--fit-weights", help="Fit the weights on out-of-fold F1 (runs sharing folds), then use them; also fits a learned decoder on the blend."),
+    save_dir: Optional[Path] = typer.Option(None, "--save-dir", metavar="DIR", help="With --fit-weights: save the weights and the blend's learned decoder in DIR, which fbp ensemble and fbp infer accept like a run.", show_default=False),
     save_probs: Optional[Path] = SaveProbsOpt,
     html: Optional[Path] = HtmlOpt,
     truth: Optional[Path] = TruthOpt,
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
-    decoding: Optional[Path] = DecodingOpt,
+    decoding: Optional[str] = DecodingOpt,
 ) -> None:
     """Weighted average of word probabilities from any mix of checkpoints, runs and models.
 
@@ -114,17 +152,21 @@ def ensemble(
     """
     from ..oof import ensemble_oof
 
+    check_paths_exist(("MEMBER", "checkpoint, run directory or .npz file", members), ("--input", "directory of essays", [input_dir]))
     member_weights = parse_weights(weights)
     if input_dir is None or fit_weights:
         from ..oof import NoOutOfFold
 
         try:
             with truth_hint():
-                report = ensemble_oof(members, member_weights, fit_weights, truth, decoding)
+                report = ensemble_oof(members, member_weights, fit_weights, truth, parse_decoding(decoding)[1], save_dir)
         except NoOutOfFold as error:
             raise NoOutOfFold(f"{error}. To predict essays, add --input TEXT_DIR") from None
         _print_oof_report(report)
-        if report.fitted_weights is not None:
+        if report.saved_dir is not None:
+            # Predict with what was saved: its weights and (when it won out of fold) the blend's decoder.
+            members, member_weights = [report.saved_dir], None
+        elif report.fitted_weights is not None:
             member_weights = list(report.fitted_weights)
     if input_dir is None:
         if output is not None or save_probs is not None or html is not None:
@@ -138,7 +180,9 @@ def ensemble(
 def _print_oof_report(report) -> None:
     from ..labels import CLASSES, SHORT_NAMES
 
-    table = Table(title=f"out-of-fold F1 on {report.essays:,} essays shared by all members", title_justify="left")
+    table = Table(title=f"out-of-fold F1 on {report.essays:,} essays shared by all members", title_justify="left",
+                  caption="each run's thresholds (decoding.json: tuned on these same essays, so in-sample); the ensemble with the "
+                          "first member's (or --decoding); fitted weights are chosen on these essays too (in-sample)")
     table.add_column("model", overflow="fold", max_width=28)
     table.add_column("weight", justify="right")
     table.add_column("macro F1", justify="right", style="bold")
@@ -148,6 +192,8 @@ def _print_oof_report(report) -> None:
     rows.append(("ensemble", "", report.ensemble_result))
     if report.fitted_result is not None:
         rows.append(("ensemble, fitted weights", "fitted", report.fitted_result))
+    if report.learned_result is not None:
+        rows.append(("ensemble, learned decoding (cross-fitted)", "", report.learned_result))
     best = max(result.f1 for _, _, result in rows)
     for name, weight, result in rows:
         per_class = result.class_f1()
@@ -161,3 +207,9 @@ def _print_oof_report(report) -> None:
             console.print(f"fitted weights: [bold]--weights {','.join(f'{w:g}' for w in report.fitted_weights)}[/]")
         else:
             console.print("fitting found no weights better than the ones given; keeping them")
+    if report.learned_result is not None:
+        verdict = "beats" if report.learned_result.f1 > final.f1 else "does not beat"
+        console.print(f"learned decoding on the blend {report.learned_result.f1:.4f} (cross-fitted) {verdict} its thresholds ({final.f1:.4f})")
+    if report.saved_dir is not None:
+        kept = "weights and learned decoder" if report.learned_result is not None and report.learned_result.f1 > final.f1 else "weights (thresholds decoding)"
+        console.print(f"saved {kept} in [bold]{report.saved_dir}[/]: fbp infer {report.saved_dir} --input TEXT_DIR")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,13 +22,19 @@ def preprocess(
     """Validate a Kaggle download, make one BIO label per word and stratified folds, and write the processed dataset.
 
     Every problem in the data is reported at once (counts and the first rows or essays); if there is any, nothing is written and the exit code is 1.
+
+    Examples:
+
+    - `fbp preprocess feedback-prize-2021 -o data/processed --folds 5` (the Kaggle download)
+
+    - `fbp demo-data data/demo && fbp preprocess data/demo` (a generated demo corpus)
     """
     from ..preprocess import preprocess as run_preprocess
 
     stages = 5
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        console=console, transient=True, disable=not console.is_terminal,  # a log or pipe gets the summary only
     ) as progress:
         task = progress.add_task("preprocessing", total=stages)
         started = []
@@ -46,7 +53,7 @@ def _print_summary(summary) -> None:
     from ..labels import CLASSES
 
     console.print(
-        f"[bold green]wrote[/] {summary.output_dir}: {summary.essays:,} essays, {summary.words:,} words, "
+        f"[bold green]wrote[/] {escape(str(summary.output_dir))}: {summary.essays:,} essays, {summary.words:,} words, "
         f"{sum(summary.spans_per_class.values()):,} spans, {summary.folds} folds (seed {summary.seed})",
         soft_wrap=True,  # never break the path
     )
@@ -61,6 +68,6 @@ def _print_summary(summary) -> None:
     table.add_row("essays", f"{summary.essays:,}", *(f"{count:,}" for count in summary.essays_per_fold), style="italic")
     console.print(table)
     for finding in summary.warnings:
-        console.print(f"[yellow]warning:[/] {finding}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(str(finding))}", highlight=False)
     if summary.skipped_text_files:
         console.print(f"[yellow]warning:[/] {summary.skipped_text_files} text files have no rows in train.csv and were skipped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
+from typing import List, Sequence
 
 import typer
 from rich.rule import Rule
@@ -19,7 +20,7 @@ DEMO_TRAIN_SETTINGS = ("training.learning_rate=3e-4", "training.batch_size=4", "
 
 def quickstart_commands(directory: Path, essays: int, folds: int, epochs: int, wandb: str) -> list[list[str]]:
     """The fbp commands the quickstart runs, in order (each as the user would type it)."""
-    kaggle, processed, run = directory / "kaggle", directory / "processed", directory / "run"
+    kaggle, processed, run = directory / "kaggle", directory / "processed", quickstart_run_dir(directory)
     train = ["train", "--data", str(processed), "--epochs", str(epochs), "--wandb", wandb, "-o", str(run)]
     for setting in DEMO_TRAIN_SETTINGS:
         train += ["--set", setting]
@@ -32,9 +33,34 @@ def quickstart_commands(directory: Path, essays: int, folds: int, epochs: int, w
     ]
 
 
+def quickstart_run_dir(directory: Path) -> Path:
+    """The quickstart's run: a named run in a folder of runs, as `fbp train -o runs/NAME` makes them."""
+    return directory / "runs" / "minilm-demo"
+
+
+def command_lines(arguments: Sequence[str], width: int) -> List[str]:
+    """``$ fbp ...`` whole, as a shell takes it: wrapped before an option (a trailing backslash continues the line)
+    when it is wider than ``width``, never cut. Each option stays with its value."""
+    words = [shlex.quote(str(argument)) for argument in arguments]
+    groups: List[str] = []
+    for word in words:
+        if groups and groups[-1].startswith("-") and " " not in groups[-1] and not word.startswith("-"):
+            groups[-1] += " " + word  # an option and its value
+        else:
+            groups.append(word)
+    lines, current = [], "$ fbp"
+    for group in groups:
+        if len(current) + 1 + len(group) + 2 > width and current not in ("$ fbp", "   "):
+            lines.append(current + " \\")
+            current = "   "
+        current += " " + group
+    lines.append(current)
+    return lines
+
+
 @app.command("quickstart")
 def quickstart_command(
-    directory: Path = typer.Argument(Path("quickstart"), help="Where to put the demo corpus, processed data, run and submission."),
+    directory: Path = typer.Argument(Path("quickstart"), metavar="DIR", help="Where to put the demo corpus, processed data, run and submission."),
     essays: int = typer.Option(120, "--essays", min=10, help="Demo essays to generate."),
     folds: int = typer.Option(2, "--folds", min=2, help="Folds to train."),
     epochs: int = typer.Option(4, "--epochs", min=1, help="Epochs per fold."),
@@ -46,8 +72,14 @@ def quickstart_command(
     """
     started = time.monotonic()
     for arguments in quickstart_commands(directory, essays, folds, epochs, wandb):
-        console.print(Rule(f"[bold]$ fbp {shlex.join(arguments)}", align="left"))
-        app(arguments, standalone_mode=False)
-    console.print(Rule())
-    console.print(f"done in {(time.monotonic() - started) / 60:.1f} minutes: run in [bold]{directory / 'run'}[/], "
-                  f"submission [bold]{directory / 'submission.csv'}[/], predictions to look at in [bold]{directory / 'html'}[/]")
+        console.print(Rule(style="dim"))
+        for line in command_lines(arguments, console.width):
+            console.print(line, style="bold", markup=False, highlight=False, soft_wrap=True)
+        code = app(arguments, standalone_mode=False)
+        if isinstance(code, int) and code != 0:  # e.g. training stopped with Ctrl-C: the later steps need it
+            raise typer.Exit(code)
+    run = quickstart_run_dir(directory)
+    console.print(Rule(style="dim"))
+    console.print(f"done in {(time.monotonic() - started) / 60:.1f} minutes: run in [bold]{run}[/], "
+                  f"submission [bold]{directory / 'submission.csv'}[/], predictions to look at in [bold]{directory / 'html'}[/]; "
+                  f"`fbp compare {run.parent}` shows the run beside the ones you train next", highlight=False, soft_wrap=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from ._app import ConfigArg, DataOpt, EpochsOpt, FoldsOpt, MaxEssaysOpt, SetOpt, WandbOpt, app, console, err_console, training_options
 
@@ -13,16 +14,16 @@ from ._app import ConfigArg, DataOpt, EpochsOpt, FoldsOpt, MaxEssaysOpt, SetOpt,
 @app.command("tune")
 def tune_command(
     config_path: Optional[Path] = ConfigArg,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tuning directory (study.db, trial_NNN/, best.yaml) (default: tune/<config name>).", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tuning directory (study.db, trial_NNN/, best.yaml) (default: tune/CONFIG_NAME).", show_default=False),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="Finished trials (complete or pruned) the study should reach; a resumed study counts its earlier ones."),
-    fold: Optional[List[int]] = typer.Option(None, "--fold", "-f", help="Folds each trial trains (repeatable) (default: all folds).", show_default=False),
+    fold: Optional[List[int]] = typer.Option(None, "--fold", "-f", metavar="K", help="Folds each trial trains (repeatable) (default: all folds).", show_default=False),
     folds: Optional[int] = FoldsOpt,
     data: Optional[Path] = DataOpt,
     epochs: Optional[int] = EpochsOpt,
     max_essays: Optional[int] = MaxEssaysOpt,
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna database URL shared by several machines (e.g. postgresql://...) (default: TUNE_DIR/study.db).", show_default=False),
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name in the database (default: the tuning directory's name).", show_default=False),
-    wandb_sweep: Optional[Path] = typer.Option(None, "--wandb-sweep", help="Write the equivalent wandb sweep config (YAML) and exit without training.", show_default=False),
+    storage: Optional[str] = typer.Option(None, "--storage", metavar="URL", help="Optuna database URL shared by several machines (e.g. postgresql://...) (default: TUNE_DIR/study.db).", show_default=False),
+    study_name: Optional[str] = typer.Option(None, "--study-name", metavar="NAME", help="Study name in the database (default: the tuning directory's name).", show_default=False),
+    wandb_sweep: Optional[Path] = typer.Option(None, "--wandb-sweep", metavar="FILE", help="Write the equivalent wandb sweep config (YAML) and exit without training.", show_default=False),
     wandb: Optional[str] = WandbOpt,
     sets: Optional[List[str]] = SetOpt,
 ) -> None:
@@ -41,20 +42,24 @@ def tune_command(
     tune_dir = output or Path("tune") / (config_path.stem if config_path else "study")
     if config_path is None and (tune_dir / "config.yaml").exists():
         config_path = tune_dir / "config.yaml"  # resuming: the base config the study started with
-        console.print(f"resuming with the base config in [bold]{config_path}[/]")
+        console.print(f"resuming with the base config in [bold]{escape(str(config_path))}[/]")
     config = load_config(config_path, command_overrides(training_options(data, folds, epochs, max_essays, wandb), sets))
     name = study_name or config.name or tune_dir.resolve().name
     if wandb_sweep is not None:
         if storage:
             raise UsageError("--wandb-sweep writes a sweep config for wandb; it does not use --storage")
         base_path = write_wandb_sweep(config, wandb_sweep, tune_dir, name)
-        console.print(f"wandb sweep written to [bold]{wandb_sweep}[/] (base config: {base_path}); "
+        console.print(f"wandb sweep written to [bold]{escape(str(wandb_sweep))}[/] (base config: {escape(str(base_path))}); "
                       f"start it with `wandb sweep {wandb_sweep}` and run `wandb agent <sweep id>` on each machine")
         return
     from .reporting import ConsoleTrainingReporter, ConsoleTuneReporter
 
-    reporter = ConsoleTuneReporter(console, ConsoleTrainingReporter(console, err_console))
-    tune_study(config, tune_dir, trials, trial_folds=fold or None, storage=storage, study_name=name, reporter=reporter)
+    training = ConsoleTrainingReporter(console, err_console)
+    reporter = ConsoleTuneReporter(console, training)
+    try:
+        tune_study(config, tune_dir, trials, trial_folds=fold or None, storage=storage, study_name=name, reporter=reporter)
+    finally:
+        training.close()  # a live progress display never outlives the command (Ctrl-C included)
 
 
 @app.command("sweep-trial", hidden=True)

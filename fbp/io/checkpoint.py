@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from safetensors import SafetensorError
 
 from .. import __version__
 from ..atomic import write_dir_atomically
@@ -100,8 +101,12 @@ def read_checkpoint_meta(directory: Union[str, Path]) -> CheckpointMeta:
     try:
         stored = json.loads((directory / FBP_META_FILE).read_text(encoding="utf-8"))
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FbpError(f"{directory}: unreadable checkpoint metadata ({error})") from None
+    if not isinstance(stored, dict):
+        raise FbpError(f"{directory / FBP_META_FILE}: expected a JSON object (window length, stride, ...), found a {type(stored).__name__}")
+    if not isinstance(config, dict) or not isinstance(config.get("id2label") or {}, dict):
+        raise FbpError(f"{directory / 'config.json'}: not a model config (expected a JSON object with id2label)")
     id2label = config.get("id2label") or {}
     try:
         return CheckpointMeta.model_validate({**stored, "labels": [id2label[key] for key in sorted(id2label, key=int)]})
@@ -120,18 +125,40 @@ def load_checkpoint(directory: Union[str, Path], device: Optional[str] = None) -
     meta = read_checkpoint_meta(directory)
     if tuple(meta.labels) != LABELS:
         raise FbpError(f"{directory}: its labels {meta.labels} are not fbp's {list(LABELS)}")
+    check_safetensors(directory)
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(directory)
-            model = AutoModelForTokenClassification.from_pretrained(directory)
-    except (OSError, ValueError) as error:
-        raise FbpError(f"cannot load checkpoint {directory}: {str(error).splitlines()[0]}") from None
+            model = AutoModelForTokenClassification.from_pretrained(directory, use_safetensors=True)
+    except (OSError, ValueError, SafetensorError) as error:
+        raise FbpError(f"cannot load checkpoint {directory}: {_load_problem(error)}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise FbpError(f"{directory}: the tokenizer is not a fast tokenizer")
     if device is not None:
         model.to(device)
     model.eval()
     return Checkpoint(path=directory, model=model, tokenizer=tokenizer, meta=meta)
+
+
+def check_safetensors(directory: Union[str, Path]) -> None:
+    """Refuse a model directory whose weights are only a pickle (``pytorch_model.bin``): loading a pickle can run
+    code, so fbp loads safetensors only."""
+    directory = Path(directory)
+    if not directory.is_dir() or any(directory.glob("*.safetensors")) or (directory / "model.safetensors.index.json").exists():
+        return
+    pickles = sorted(path.name for path in directory.glob("*.bin")) + sorted(path.name for path in directory.glob("*.pt"))
+    if pickles:
+        raise FbpError(
+            f"{directory} holds its weights only as a pickle ({', '.join(pickles[:3])}); fbp loads safetensors only, since "
+            "loading a pickle can run code. Convert it from a trusted copy (model.save_pretrained(dir) writes model.safetensors)"
+        )
+
+
+def _load_problem(error: Exception) -> str:
+    """One line for a failed load; a damaged weights file says so."""
+    if isinstance(error, SafetensorError) or "safetensors" in type(error).__module__:
+        return f"model.safetensors is damaged or incomplete ({str(error).splitlines()[0]})"
+    return str(error).splitlines()[0]
 
 
 def run_checkpoints(run_directory: Union[str, Path]) -> List[Path]:

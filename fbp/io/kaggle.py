@@ -7,7 +7,7 @@ This module is the only one that opens these files; validation of their content 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -29,6 +29,8 @@ def read_table(data_dir: Path) -> "pd.DataFrame":  # noqa: F821
     csv_path = data_dir / "train.csv"
     if not data_dir.is_dir():
         raise FbpError(f"{data_dir}: no such directory (expected the Kaggle layout: train.csv and train/*.txt)")
+    if csv_path.is_dir():
+        raise FbpError(f"{csv_path} is a directory, not a file (expected the Kaggle layout: train.csv and train/*.txt)")
     if not csv_path.is_file():
         raise FbpError(f"{csv_path}: not found (expected the Kaggle layout: train.csv and train/*.txt)")
     try:
@@ -74,11 +76,15 @@ def unlisted_text_files(text_dir: Path, known_ids: Iterable[str]) -> int:
 
 @dataclass
 class EssayDir:
-    """The ``*.txt`` essays of a directory, checked up front (UTF-8, not empty) and read again on demand."""
+    """The ``*.txt`` essays of a directory, checked up front (UTF-8) and read again on demand.
+
+    An empty essay (no word) is valid input with no elements: it is kept, with 0 words, and listed in ``empty``.
+    """
 
     directory: Path
     ids: List[str]
     n_words: List[int]
+    empty: List[str] = field(default_factory=list)  # ids of the essays without a single word
 
     @classmethod
     def scan(cls, directory: Path) -> "EssayDir":
@@ -89,7 +95,8 @@ class EssayDir:
         if not paths:
             raise FbpError(f"{directory} has no *.txt essays")
         n_words = [len(_read_essay(path).split()) for path in paths]
-        return cls(directory, [path.stem for path in paths], n_words)
+        ids = [path.stem for path in paths]
+        return cls(directory, ids, n_words, [essay_id for essay_id, count in zip(ids, n_words) if count == 0])
 
     def texts(self) -> Iterator[str]:
         """The essays' texts in ``ids`` order, read one at a time."""
@@ -107,8 +114,6 @@ def _read_essay(path: Path) -> str:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
         raise FbpError(f"essay {path.name} is not valid UTF-8 (byte {error.start})") from None
-    if not text.split():
-        raise FbpError(f"essay {path.name} is empty")
     return text
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..atomic import write_dir_atomically
 from ..errors import FbpError
@@ -24,6 +24,24 @@ class ProcessedData:
     essays: "pd.DataFrame"  # noqa: F821
     spans: "pd.DataFrame"  # noqa: F821
     meta: dict
+
+    def fingerprint(self) -> str:
+        """A hash of what training reads (ids, texts, folds, word labels, spans): the same data, the same fingerprint.
+
+        A run records it, so that resuming against a processed folder made again with other settings is refused.
+        """
+        import hashlib
+
+        import numpy as np
+        import pandas as pd
+
+        digest = hashlib.sha256()
+        columns = [column for column in ("id", "text", "fold", "n_words") if column in self.essays.columns]
+        digest.update(pd.util.hash_pandas_object(self.essays[columns], index=False).to_numpy().tobytes())
+        if "word_labels" in self.essays.columns and len(self.essays):
+            digest.update(np.concatenate([np.asarray(labels, dtype=np.int8) for labels in self.essays["word_labels"]]).tobytes())
+        digest.update(pd.util.hash_pandas_object(self.spans.astype(str), index=False).to_numpy().tobytes())
+        return digest.hexdigest()
 
 
 def is_processed_dir(directory: Path) -> bool:
@@ -49,6 +67,15 @@ def write_processed(directory: Path, essays: "pa.Table", spans: "pd.DataFrame", 
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     write_dir_atomically(Path(directory), write, replaceable=is_processed_dir)
+
+
+def read_processed_meta(directory: Path) -> Optional[Dict[str, Any]]:
+    """``meta.json`` of a processed dataset (folds, seed, counts), or None when there is no readable one."""
+    try:
+        meta = json.loads((Path(directory) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
 def load_processed(directory: Path) -> ProcessedData:

@@ -18,9 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import __version__
-from ..atomic import write_atomic
+from ..atomic import remove_stale_temporaries, write_atomic
 from ..config import Config, DecodingConfig, flatten_config, read_decoding, validate_decoding
 from ..errors import FbpError, UsageError
+from .decoder import DECODER_FILE
 
 class TruthNotFound(FbpError):
     """A run does not lead to its ground truth (the command line then asks for it explicitly)."""
@@ -31,7 +32,7 @@ class TruthNotFound(FbpError):
 
 
 # Settings that may change between invocations on the same run directory without making it another run.
-RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size")
+RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size", "training.learned_decoding")
 
 
 # --- run.json -----------------------------------------------------------------------------------------------
@@ -87,12 +88,16 @@ class RunRecord(_Record):
     created: Optional[str] = None
     status: str = "complete"
     processed_dir: Optional[str] = None  # absolute, so evaluate and ensemble find the truth from anywhere
+    processed_fingerprint: Optional[str] = None  # of the processed data trained on: a resume against other data refuses
     config: Dict[str, Any] = {}
     cv_f1: Optional[float] = None  # macro F1 of all out-of-fold predictions, configured thresholds
     cv_per_class: Dict[str, Optional[float]] = {}
     cv_essays: Optional[int] = None
     cv_f1_tuned: Optional[float] = None  # thresholds tuned out of fold, cross-fitted
     cv_per_class_tuned: Dict[str, Optional[float]] = {}
+    cv_f1_learned: Optional[float] = None  # the learned span decoder, cross-fitted
+    cv_per_class_learned: Dict[str, Optional[float]] = {}
+    decoder: Optional[str] = None  # the decoding the run uses: "learned" or "thresholds" (None: thresholds, runs made before)
     train_seconds: Optional[float] = None
     folds: List[FoldRecord] = []
 
@@ -138,6 +143,7 @@ class RunDir:
         self.summary_path = self.path / "run.json"
         self.oof_path = self.path / "oof_word_probs.npz"
         self.decoding_path = self.path / "decoding.json"
+        self.decoder_path = self.path / DECODER_FILE  # the learned span decoder (fbp.io.decoder), when fitted
         self.work_path = self.path / ".work"  # Trainer checkpoints of unfinished folds (removed when a fold ends)
 
     def fold_dir(self, fold: int) -> Path:
@@ -150,8 +156,12 @@ class RunDir:
         """A directory written by ``fbp train`` (it has ``run.json`` or ``oof_word_probs.npz``)."""
         return self.summary_path.exists() or self.oof_path.exists()
 
-    def open(self, config: Config) -> RunRecord:
-        """Create the run directory, or check that an existing one holds this same run; return its summary."""
+    def open(self, config: Config, data_fingerprint: Optional[str] = None) -> RunRecord:
+        """Create the run directory, or check that an existing one holds this same run; return its summary.
+
+        ``data_fingerprint`` (:func:`fbp.io.processed.fingerprint`) is recorded in ``run.json``; a run that recorded
+        another one was trained on other data (``fbp preprocess`` run again into the same folder) and is not resumed.
+        """
         resolved = config.model_dump(mode="json")
         if self.config_path.exists():
             previous = self.read_config()
@@ -161,10 +171,18 @@ class RunDir:
                     f"{self.path} holds a different run (its config.yaml differs: {'; '.join(differences[:5])}). "
                     "Use another output directory (-o), or delete that one to start over."
                 )
-        elif self.path.exists() and any(self.path.iterdir()):
+        elif self.path.exists() and any(entry.name != LOCK_FILE for entry in self.path.iterdir()):
             raise UsageError(f"{self.path} exists and is not an fbp run directory (no config.yaml); use another output directory (-o)")
-        write_atomic(self.config_path, config.to_yaml())
         summary = self.read_summary()
+        if summary is not None and data_fingerprint and summary.processed_fingerprint not in (None, data_fingerprint):
+            raise FbpError(
+                f"{self.path} was trained on other data: the processed data in {config.data.processed_dir} has changed since "
+                f"(fingerprint {data_fingerprint[:12]}, the run recorded {summary.processed_fingerprint[:12]}; was `fbp preprocess` "
+                "run again into that folder, with another seed or other files?). Resuming would mix two fold assignments. "
+                "Train into another output directory (-o), or preprocess into another folder"
+            )
+        remove_stale_temporaries(self.path)  # what killed writes left here (.run.json.tmp-*, .fold_0.tmp-*, ...)
+        write_atomic(self.config_path, config.to_yaml())
         if summary is None:
             summary = RunRecord(
                 name=config.name or self.path.name,
@@ -180,7 +198,45 @@ class RunDir:
                 folds=[],
             )
         summary.config = resolved
+        if data_fingerprint:
+            summary.processed_fingerprint = data_fingerprint
+        self.write_summary(summary)  # the fingerprint is on disk before any fold starts
         return summary
+
+    def lock(self, command: str = "fbp train") -> "RunLock":
+        """The run directory's lock (a context manager): one training at a time, a stale lock taken over."""
+        return RunLock(self.path, command)
+
+    def resumable_checkpoint(self, fold: int) -> Optional[Path]:
+        """The last complete Trainer checkpoint of an unfinished fold, to resume from (None: start the fold afresh).
+
+        A checkpoint is complete once the Trainer wrote ``trainer_state.json`` (its last file) next to the weights
+        and fbp's evaluation (:data:`CHECKPOINT_EVAL_FILE`). One that a kill interrupted is deleted: it cannot be
+        resumed from, and the Trainer would otherwise pick it as the latest.
+        """
+        import re
+        import shutil
+
+        work = self.fold_work_dir(fold)
+        if not work.is_dir():
+            return None
+        steps = {}
+        for path in work.iterdir():
+            match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+            if match and path.is_dir():
+                steps[path] = int(match.group(1))
+        complete = [path for path in steps if _complete_trainer_checkpoint(path)]
+        for path in set(steps) - set(complete):
+            shutil.rmtree(path, ignore_errors=True)
+        return max(complete, key=steps.get) if complete else None
+
+    def discard_work(self, fold: int) -> None:
+        """Remove a finished fold's Trainer checkpoints (and ``.work`` once it is empty)."""
+        import shutil
+
+        shutil.rmtree(self.fold_work_dir(fold), ignore_errors=True)
+        if self.work_path.is_dir() and not any(self.work_path.iterdir()):
+            self.work_path.rmdir()
 
     def decoding(self) -> DecodingConfig:
         """The thresholds in use: ``decoding.json`` (tuned), else the run's configured ones, else fbp's defaults."""
@@ -194,6 +250,25 @@ class RunDir:
         """Save the thresholds the run's checkpoints decode with (``decoding.json``, atomically)."""
         write_atomic(self.decoding_path, json.dumps(decoding.model_dump(mode="json"), indent=2))
         return self.decoding_path
+
+    def uses_learned_decoder(self) -> bool:
+        """Whether the run decodes with its learned decoder (``run.json`` says so); runs made before it existed do not."""
+        summary = self.read_summary() if self.summary_path.exists() else None
+        return summary is not None and summary.decoder == "learned"
+
+    def learned_decoder(self):
+        """The run's learned decoder (:class:`fbp.learned_decoder.LearnedDecoder`), or None when it has none.
+
+        A decoder file that is there but unreadable raises FbpError naming it."""
+        from .decoder import load_decoder
+
+        return load_decoder(self.decoder_path) if self.decoder_path.exists() else None
+
+    def write_learned_decoder(self, decoder) -> Path:
+        """Save the learned decoder beside the run's thresholds (``learned_decoder.json`` + its LightGBM model)."""
+        from .decoder import save_decoder
+
+        return save_decoder(decoder, self.decoder_path)
 
     def read_config(self) -> Dict[str, Any]:
         """The resolved config tree of ``config.yaml`` (empty when there is none)."""
@@ -236,6 +311,102 @@ class RunDir:
         if not path.exists():
             raise TruthNotFound(f"the ground truth of run {self.path} is missing: {path} (its processed_dir)")
         return path
+
+
+# fbp's word probabilities of the epoch a Trainer checkpoint was saved at, stored inside that checkpoint (so the
+# best epoch's out-of-fold probabilities always come from the best checkpoint, even across kills and resumes).
+CHECKPOINT_EVAL_FILE = "fbp_eval.npz"
+
+
+def _complete_trainer_checkpoint(path: Path) -> bool:
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (path / CHECKPOINT_EVAL_FILE).is_file() and any(path.glob("*.safetensors"))
+
+
+LOCK_FILE = ".fbp.lock"
+
+
+class RunLock:
+    """``RUN/.fbp.lock``: one ``fbp train`` at a time in a run directory.
+
+    The lock file holds the owner's pid, host, start time and the process's own start (to tell a pid reused after
+    a reboot). A lock whose process is gone (same host, pid not running, or now another process) is stale: it is
+    taken over, with a note. A lock held on another host cannot be checked from here;
+    the message says how to remove it by hand.
+    """
+
+    def __init__(self, run_path: Path, command: str = "fbp train"):
+        self.path = Path(run_path) / LOCK_FILE
+        self.command = command
+        self.mine: Dict[str, Any] = {}
+        self.took_over: Optional[Dict[str, Any]] = None  # the stale lock that was replaced, if any
+
+    def holder(self) -> Optional[Dict[str, Any]]:
+        try:
+            content = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            content = {}
+        return content if isinstance(content, dict) else {}
+
+    def acquire(self) -> "RunLock":
+        import os
+        import socket
+
+        from ..atomic import pid_alive, process_start
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise FbpError(f"cannot create the run directory {self.path.parent}: {error.strerror or error}") from None
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "process_start": process_start(os.getpid())}
+        for _ in range(3):
+            try:
+                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                holder = self.holder()
+                if holder is None:
+                    continue  # released in the meantime
+                pid, host = holder.get("pid"), holder.get("host")
+                if not isinstance(pid, int):
+                    age = time.time() - self.path.stat().st_mtime
+                    if age < 10:  # being written right now
+                        time.sleep(0.2)
+                        continue
+                elif host != socket.gethostname():
+                    raise FbpError(
+                        f"{self.path.parent} is locked by {holder.get('command', 'fbp')} (pid {pid} on host {host}, since "
+                        f"{holder.get('started', '?')}); this host cannot tell whether it still runs. If it does not, delete {self.path}"
+                    )
+                elif pid_alive(pid) and holder.get("process_start") in (None, process_start(pid)):  # not a reused pid
+                    raise FbpError(
+                        f"{self.path.parent} is being trained by another {holder.get('command', 'fbp')} (pid {pid}, since "
+                        f"{holder.get('started', '?')}); wait for it to finish or stop it, or train into another directory (-o)"
+                    )
+                self.took_over = holder
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(json.dumps(mine))
+            self.mine = mine
+            return self
+        raise FbpError(f"could not lock {self.path.parent}: {self.path} keeps changing (another fbp train starting?)")
+
+    def release(self) -> None:
+        holder = self.holder()
+        if self.mine and holder is not None and holder.get("pid") == self.mine.get("pid") and holder.get("host") == self.mine.get("host"):
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def read_run_json(path: Union[str, Path]) -> RunRecord:

@@ -4,6 +4,7 @@ essay ids and where each essay's rows start, so 15,000 essays load in one read i
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Dict, Mapping, Union
 
@@ -17,7 +18,6 @@ from ..labels import NUM_LABELS
 def save_word_probs(path: Union[str, Path], word_probs: Mapping[str, np.ndarray]) -> None:
     """Write ``{essay_id: (n_words, 15) array}`` as float16, atomically (complete or not at all)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ids = list(word_probs)
     lengths = np.array([len(word_probs[i]) for i in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -32,8 +32,9 @@ def load_word_probs(path: Union[str, Path]) -> Dict[str, np.ndarray]:
     try:
         with np.load(path) as stored:
             ids, offsets, rows = stored["ids"], stored["offsets"], stored["probs"].astype(np.float32)
-    except (OSError, KeyError, ValueError) as error:
-        raise FbpError(f"{path} is not an fbp word-probabilities file ({error})") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        problem = "damaged or incomplete (not a complete .npz archive)" if isinstance(error, (zipfile.BadZipFile, EOFError)) else f"not an fbp word-probabilities file ({error})"
+        raise FbpError(f"{path} is {problem}") from None
     return {str(essay_id): rows[offsets[i] : offsets[i + 1]] for i, essay_id in enumerate(ids)}
 
 

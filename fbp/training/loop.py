@@ -10,8 +10,9 @@ one, ``fbp.cli.reporting.ConsoleTrainingReporter``), as spaCy's training loop ta
 
 from __future__ import annotations
 
-import shutil
+import functools
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -26,11 +27,24 @@ from ..io.run_dir import EpochRecord, FoldRecord, RunDir, RunRecord
 EpochCallback = Callable[[int, int, float], None]  # (fold, epoch, f1), after every epoch's evaluation
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What one invocation of ``fbp train`` trains: ``folds`` (``finished`` ones are skipped), ``epochs`` each, on ``device``."""
+
+    folds: List[int]
+    epochs: int
+    finished: List[int]
+    device: str
+
+
 class TrainingReporter:
     """What training tells whoever watches it. Every method does nothing here; override the ones you need.
 
     Only the main process reports (under DDP the other processes train silently).
     """
+
+    def run_begin(self, run_dir: Path, plan: "RunPlan") -> None:
+        """The run directory exists (created or resumed); ``plan`` says which folds and epochs this invocation trains."""
 
     def fold_skipped(self, fold: FoldRecord) -> None:
         """A fold finished by an earlier invocation, not trained again."""
@@ -61,12 +75,15 @@ class TrainingReporter:
         return []
 
 
-def select_essays(config: Config):
-    """The processed essays of this run: optionally a fixed random subset, optionally re-folded."""
+def select_essays(config: Config, processed: Optional["ProcessedData"] = None):  # noqa: F821
+    """The processed essays of this run: optionally a fixed random subset, optionally re-folded.
+
+    ``processed``: the dataset, when the caller has loaded it already (default: ``config.data.processed_dir``).
+    """
     from ..io.processed import load_processed
     from ..preprocess import assign_folds
 
-    processed = load_processed(config.data.processed_dir)
+    processed = processed if processed is not None else load_processed(config.data.processed_dir)
     essays, spans = processed.essays, processed.spans
     if config.data.max_essays is not None and config.data.max_essays < len(essays):
         picked = np.random.default_rng(config.training.seed).choice(len(essays), config.data.max_essays, replace=False)
@@ -100,35 +117,60 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
     from accelerate import PartialState
     from transformers.utils import logging as transformers_logging
 
+    from ..device import resolve_device
     from ..model import prepare_model
 
     transformers_logging.disable_progress_bar()  # the reporter's progress replaces the per-save tqdm noise
     reporter = reporter or TrainingReporter()
     # Without a GPU, accelerate runs several processes (torchrun on CPU, gloo) only when told it is on CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
+    from ..faults import crash_point
+    from ..io.processed import load_processed
+    from .tracking import quiet_wandb_import_notice
+
+    quiet_wandb_import_notice()  # before the Trainer is imported (WANDB_MODE=offline would print a line)
     run = RunDir(run_dir)
-    essays, spans = select_essays(config)
+    processed = load_processed(config.data.processed_dir)
+    essays, spans = select_essays(config, processed)
     folds = folds_to_train(config, essays)
     tokenizer = prepare_model(config.model.name, config.windows.max_length, config.windows.stride)  # fail before writing
-    summary = run.open(config) if state.is_main_process else None
-    state.wait_for_everyone()
-    summary = summary or run.read_summary() or RunRecord()
-    finished = run.finished_folds(summary)
-    started = time.monotonic()
-    for fold in folds:
-        if fold in finished:
-            if state.is_main_process:
-                reporter.fold_skipped(finished[fold])
-            continue
-        fold_summary, oof_word_probs = train_fold(config, run, essays, spans, fold, tokenizer, epoch_callback, reporter)
-        if state.is_main_process:
-            _record_fold(run, summary, fold_summary, oof_word_probs)
+    # One training per run directory: a second one refuses at once, naming the holder; a lock left by a killed
+    # process is taken over. Only the main process locks (under DDP the others follow it).
+    lock = run.lock() if state.is_main_process else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        if lock is not None and lock.took_over is not None:
+            reporter.note(f"removed a stale lock of {run.path} left by pid {lock.took_over.get('pid')} "
+                          f"({lock.took_over.get('command', 'fbp')}, since {lock.took_over.get('started', '?')}), which is no longer running")
+        summary = run.open(config, processed.fingerprint()) if state.is_main_process else None
         state.wait_for_everyone()
-    if state.is_main_process:
-        summary.train_seconds = round((summary.train_seconds or 0.0) + time.monotonic() - started, 1)
-        _finish_summary(run, summary, spans, config, essays)
-        reporter.run_end(summary)
-    state.wait_for_everyone()
+        summary = summary or run.read_summary() or RunRecord()
+        finished = run.finished_folds(summary)
+        if state.is_main_process:
+            reporter.run_begin(run.path, RunPlan(folds=list(folds), epochs=config.training.epochs,
+                                                 finished=[fold for fold in folds if fold in finished], device=resolve_device()))
+        started = time.monotonic()
+        for fold in folds:
+            if fold in finished:
+                if state.is_main_process:
+                    reporter.fold_skipped(finished[fold])
+                continue
+            fold_summary, oof_word_probs = train_fold(config, run, essays, spans, fold, tokenizer, epoch_callback, reporter)
+            if state.is_main_process:
+                crash_point("fold_end")  # the fold's checkpoint is exported; its record is not written yet
+                _record_fold(run, summary, fold_summary, oof_word_probs)
+                # Only now that the fold is recorded: its Trainer checkpoints are what a kill before here resumes from.
+                run.discard_work(fold)
+            state.wait_for_everyone()
+        if state.is_main_process:
+            summary.train_seconds = round((summary.train_seconds or 0.0) + time.monotonic() - started, 1)
+            _finish_summary(run, summary, spans, config, essays)
+            reporter.run_end(summary)
+        state.wait_for_everyone()
+    finally:
+        if lock is not None:
+            lock.release()
     return run.read_summary().to_dict()
 
 
@@ -168,10 +210,20 @@ def _finish_summary(run: RunDir, summary: RunRecord, spans: pd.DataFrame, config
             summary.cv_f1_tuned = round(float(tuned_result.f1), 6)
             summary.cv_per_class_tuned = {name: round(f1, 6) for name, f1 in tuned_result.class_f1().items()}
             run.write_decoding(tuned)  # the fold checkpoints of this run decode with these (io.checkpoint)
+        if config.training.learned_decoding:
+            # Candidate spans scored by a LightGBM model, cross-fitted by fold like the thresholds; the run uses
+            # it only when it beats them out of fold (docs/decoding.md).
+            from ..learned_decoder import fit_for_run
+
+            fold_of = dict(zip(essays["id"], essays["fold"]))
+            baseline = summary.cv_f1_tuned if summary.cv_f1_tuned is not None else summary.cv_f1
+            fit_for_run(run, summary, oof, truth, [fold_of[i] for i in oof], baseline)
+        elif summary.decoder == "learned":
+            summary.decoder = "thresholds"  # turned off: a decoder fitted before is kept on disk but not used
     all_folds = {int(f) for f in essays["fold"].unique()}
     summary.status = "complete" if all_folds <= {f.fold for f in summary.folds} else "partial"
     run.write_summary(summary)
-    if run.work_path.exists() and not any(run.work_path.iterdir()):
+    if run.work_path.is_dir() and not any(run.work_path.iterdir()):
         run.work_path.rmdir()
 
 
@@ -181,11 +233,10 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
     import torch
     from transformers import DataCollatorForTokenClassification, EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from ..device import resolve_device, resolve_precision
     from ..io.checkpoint import CheckpointMeta, save_checkpoint
-    from ..model import load_model_for_training, token_classification_loss
+    from ..model import class_label_weights, load_model_for_training, token_classification_loss
     from ..windows import make_windows, model_features, window_metadata
     from .best_epoch import TRAINER_ARGUMENTS, best_epoch
     from .callbacks import EpochHook, epoch_records
@@ -261,24 +312,32 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
         eval_dataset=model_features(val_windows),
         data_collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None),
         processing_class=tokenizer,
-        compute_loss_func=token_classification_loss,  # exact under DDP and gradient accumulation
+        # exact under DDP and gradient accumulation; training.class_weights weights each class's tokens
+        compute_loss_func=functools.partial(token_classification_loss, label_weights=class_label_weights(training.class_weights)),
         compute_metrics=evaluator,
         preprocess_logits_for_metrics=WordLevelTrainer.probabilities,
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    resume_from = get_last_checkpoint(str(work_dir)) if work_dir.exists() else None
+    # The last complete Trainer checkpoint; the main process first deletes any that a kill left half-written.
+    if is_main:
+        run.resumable_checkpoint(fold)
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+    resume_from = run.resumable_checkpoint(fold)
     if resume_from and is_main:
-        reporter.fold_resumed(fold, Path(resume_from).name)
+        reporter.fold_resumed(fold, resume_from.name)
     with start_wandb_run(config, run, fold, trainer.is_world_process_zero(), reporter.note) as wandb_run:
-        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         records = epoch_records(trainer.state.log_history)
         best = best_epoch(records)  # the epoch the Trainer kept
         if wandb_run is not None:
             wandb_run.summary.update({"best_f1": best.f1, "best_epoch": best.epoch})
 
-    oof_word_probs = evaluator.load_best_word_probs()
+    # The best epoch's out-of-fold probabilities, stored in its checkpoint when it was saved.
+    oof_word_probs = evaluator.load_best_word_probs(work_dir / f"checkpoint-{trainer.state.best_global_step}")
     if trainer.is_world_process_zero():
         fold_dir = run.fold_dir(fold)
         save_checkpoint(fold_dir, trainer.model, tokenizer, CheckpointMeta(
@@ -286,7 +345,6 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
             model=config.model.name, fold=fold, run=config.name or run.path.name, fbp_version=__version__,
             decoding=run.decoding(), best_epoch=best.epoch, best_f1=best.f1,
         ))
-        shutil.rmtree(work_dir, ignore_errors=True)
     fold_summary = FoldRecord(fold=fold, best_epoch=best.epoch, best_f1=best.f1,
                               seconds=round(time.monotonic() - started, 1), epochs=records)
     if trainer.is_world_process_zero():

@@ -28,6 +28,25 @@ def resolve_wandb_mode(requested: str) -> str:
     return requested
 
 
+def quiet_wandb_import_notice() -> None:
+    """Import transformers' wandb integration without its ``[INFO] Running in WANDB offline mode`` line.
+
+    transformers prints that line (with ``print``) on import whenever ``WANDB_MODE=offline`` is set, even when
+    tracking is off (``--wandb disabled``). fbp says itself how wandb runs, so the import happens here with the
+    variable hidden for that moment. A no-op once the module is imported.
+    """
+    import sys
+
+    if "transformers.integrations.integration_utils" in sys.modules:
+        return
+    saved = os.environ.pop("WANDB_MODE", None)
+    try:
+        import transformers.integrations.integration_utils  # noqa: F401
+    finally:
+        if saved is not None:
+            os.environ["WANDB_MODE"] = saved
+
+
 @contextmanager
 def start_wandb_run(config: Config, run, fold: int, is_main: bool, note: Callable[[str], None] = lambda message: None):
     """One wandb run per fold, grouped by the run name; yields it (or None when tracking is off).

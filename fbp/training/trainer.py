@@ -8,6 +8,7 @@ that picks the best epoch is the competition's, not the loss.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Dict
@@ -21,8 +22,10 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from ..config import DecodingConfig
+from ..faults import crash_point
+from ..io.run_dir import CHECKPOINT_EVAL_FILE
 from .best_epoch import SELECTION_METRIC, selection_score
-from .callbacks import epoch_records, metric_key
+from .callbacks import metric_key
 
 
 class ShuffledLengthGroupedSampler(LengthGroupedSampler):
@@ -54,6 +57,13 @@ class WordLevelTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return ShuffledLengthGroupedSampler(self.args.train_batch_size, dataset=dataset, model_input_name="input_ids")
 
+    def _save_rng_state(self, output_dir: str) -> None:
+        # The last step of a checkpoint before the Trainer writes trainer_state.json: fbp's evaluation goes in here.
+        super()._save_rng_state(output_dir)
+        if isinstance(self.compute_metrics, FoldEvaluator):
+            self.compute_metrics.store_in_checkpoint(Path(output_dir))
+        crash_point("checkpoint_save")  # weights written, trainer_state.json not yet: a half-saved checkpoint
+
     def _get_eval_sampler(self, eval_dataset):
         # The stock sampler shuffles by length when group_by_length is on; order matters for stitching.
         # With several processes, accelerate shards batches in order and gathers them back in order.
@@ -77,9 +87,10 @@ def validation_loss(token_probs: np.ndarray, token_labels: np.ndarray) -> float:
 class FoldEvaluator(TrainerCallback):
     """``compute_metrics`` for one fold, and a callback that keeps the best epoch's word probabilities.
 
-    Each evaluation writes its word probabilities to ``last_eval.npz``; when the epoch is the new best by the
-    best-epoch rule (:mod:`.best_epoch`, which the Trainer applies too), that file becomes ``best_oof.npz`` as the
-    checkpoint is saved, so the two never disagree, even across a resume.
+    Each evaluation writes its word probabilities to ``last_eval.npz``, which goes into the epoch's checkpoint as it
+    is saved (:data:`~fbp.io.run_dir.CHECKPOINT_EVAL_FILE`, written before the Trainer's ``trainer_state.json``). The
+    best epoch's probabilities are then read from the best checkpoint: the two never disagree, even when a kill
+    lands in the middle of a save and the fold resumes.
     """
 
     def __init__(self, val_essays: pd.DataFrame, spans: pd.DataFrame, val_windows_meta, decoding: DecodingConfig, work_dir: Path):
@@ -97,10 +108,6 @@ class FoldEvaluator(TrainerCallback):
     @property
     def last_path(self) -> Path:
         return self.work_dir / "last_eval.npz"
-
-    @property
-    def best_path(self) -> Path:
-        return self.work_dir / "best_oof.npz"
 
     def __call__(self, eval_prediction) -> Dict[str, float]:
         from ..decode import decode_essays
@@ -121,12 +128,20 @@ class FoldEvaluator(TrainerCallback):
         metrics.update({metric_key(name): f1 for name, f1 in result.class_f1().items()})
         return metrics
 
-    def on_save(self, args, state, control, **kwargs):
-        records = epoch_records(state.log_history)
-        if self.is_main and records and records[-1].saved and self.last_path.exists():
-            os.replace(self.last_path, self.best_path)
+    def on_step_end(self, args, state, control, **kwargs):
+        crash_point("train_step")  # mid-epoch, for the crash tests
 
-    def load_best_word_probs(self) -> Dict[str, np.ndarray]:
+    def store_in_checkpoint(self, checkpoint_dir: Path) -> None:
+        """Put this evaluation's word probabilities into the checkpoint being saved (before the Trainer's
+        ``trainer_state.json``, its last file): a checkpoint and the probabilities of its epoch go together."""
+        if not self.is_main or not self.last_path.exists():
+            return
+        target = Path(checkpoint_dir) / CHECKPOINT_EVAL_FILE
+        shutil.copyfile(self.last_path, target.with_name(target.name + ".partial"))
+        os.replace(target.with_name(target.name + ".partial"), target)
+
+    def load_best_word_probs(self, best_checkpoint: Path) -> Dict[str, np.ndarray]:
+        """The word probabilities of the best epoch, from its checkpoint (main process; others get nothing)."""
         from ..io.word_probs import load_word_probs
 
-        return load_word_probs(self.best_path) if self.is_main else {}
+        return load_word_probs(Path(best_checkpoint) / CHECKPOINT_EVAL_FILE) if self.is_main else {}

@@ -1,0 +1,178 @@
+"""Decoding quality and cost on a run's out-of-fold word probabilities: argmax + default thresholds, tuned
+thresholds, and the learned decoding (fbp.learned_decoder), all cross-fitted by the run's folds.
+
+- default: argmax spans filtered by the run's configured thresholds (what its epochs were scored with);
+- tuned: thresholds tuned on the other folds' essays (fbp.decode.cross_fitted_thresholds);
+- learned: candidate spans scored by LightGBM models fitted on the other folds, selected with rules tuned on
+  the other folds' cross-fitted scores (fbp.learned_decoder.fit_learned_decoder).
+
+Also: each class's signal (word-level ROC AUC of its B + I probability against the truth), each class's
+candidate recall (the share of true spans some candidate matches: the ceiling of the learned selection), the
+time to fit and to apply, optional setting variants (each cross-fitted the same way, to choose settings out of
+fold), and the fit time on N essays synthesized by resampling the run's essays (--scale). No model runs.
+
+    python bench/bench_decoding.py RUN_DIR [--truth spans.parquet] [--variants] [--scale 14000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Settings compared with --variants (each against the defaults, all cross-fitted by the run's folds).
+VARIANTS = {
+    "per-class models": dict(per_class_models=True),
+    "suppress only > 50% overlap": dict(nms_overlap=0.5),
+    "levels 0.15..0.6 (4)": dict(levels=(0.15, 0.3, 0.45, 0.6)),
+    "levels 0.05..0.6 (6)": dict(levels=(0.05, 0.1, 0.2, 0.3, 0.45, 0.6)),
+    "unsplit runs too": dict(unsplit_runs=True),
+    "max 24 candidates": dict(max_candidates=24),
+    "levels 0.2, 0.4 (2)": dict(levels=(0.2, 0.4)),
+    "max 12 candidates": dict(max_candidates=12),
+    "all negatives": dict(negatives_per_positive=0.0),
+    "4 negatives per positive, features 0.8": dict(negatives_per_positive=4.0, feature_fraction=0.8),
+    "200 rounds, lr 0.05": dict(rounds=200, learning_rate=0.05),
+    "400 rounds, lr 0.025": dict(rounds=400, learning_rate=0.025),
+    "15 leaves": dict(num_leaves=15),
+}
+
+
+def run_folds(run_dir: Path, essay_ids) -> np.ndarray:
+    """The fold each out-of-fold essay was validated in, as the run's training selected them."""
+    try:
+        from fbp.training.loop import select_essays
+    except ImportError:  # before the package layout of issue 10
+        from fbp.train import select_essays
+    from fbp.config import load_config
+
+    config = load_config(run_dir / "config.yaml")
+    essays, _ = select_essays(config)
+    fold_of = dict(zip(essays["id"].astype(str), essays["fold"].astype(int)))
+    return np.array([fold_of[essay_id] for essay_id in essay_ids])
+
+
+def load_word_probs(path: Path):
+    try:
+        from fbp.io.word_probs import load_word_probs as load
+    except ImportError:
+        from fbp.word_probs import load_word_probs as load
+    return load(path)
+
+
+def table_row(name: str, result, classes) -> str:
+    per_class = result.class_f1()
+    return f"| {name} | {result.f1:.4f} | {' | '.join(f'{per_class.get(c, 0.0):.3f}' for c in classes)} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--truth", type=Path, help="spans.parquet (default: the run's processed data)")
+    parser.add_argument("--variants", action="store_true", help="also cross-fit each setting variant in VARIANTS")
+    parser.add_argument("--scale", type=int, default=0, help="fit time on this many essays resampled from the run's (0: skip)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoder settings (e.g. rounds=100)")
+    args = parser.parse_args()
+
+    from fbp.config import DecodingConfig
+    from fbp.decode import cross_fitted_thresholds, decode_essays
+    from fbp.labels import CLASSES
+    from fbp.learned_decoder import DecoderSettings, class_signal, fit_learned_decoder
+    from fbp.metric import score
+
+    summary = json.loads((args.run_dir / "run.json").read_text())
+    truth = pd.read_parquet(args.truth or Path(summary["processed_dir"]) / "spans.parquet")
+    oof = dict(sorted(load_word_probs(args.run_dir / "oof_word_probs.npz").items()))
+    truth = truth[truth["id"].isin(set(oof))].reset_index(drop=True)
+    folds = run_folds(args.run_dir, list(oof))
+    default = DecodingConfig.model_validate(summary["config"]["decoding"])
+    settings = DecoderSettings()
+    for item in args.set:
+        key, value = item.split("=", 1)
+        current = getattr(settings, key)
+        settings = replace(settings, **{key: tuple(float(v) for v in value.split(",")) if isinstance(current, tuple) else type(current)(value == "true" if isinstance(current, bool) else value)})
+
+    n_words = sum(len(p) for p in oof.values())
+    print(f"config: {args.run_dir} ({len(oof)} out-of-fold essays, {n_words:,} words, {len(truth)} true spans), "
+          f"cross-fitted by the run's {len(np.unique(folds))} folds; python {platform.python_version()}, {os.cpu_count()} cores")
+    print(f"decoder settings: {settings.to_dict()}")
+    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    signal = class_signal(oof, truth)
+    print("\nclass signal: word-level ROC AUC of the class's B + I probability against the truth")
+    print(f"| | {' | '.join(CLASSES)} |\n|---|{'---:|' * len(CLASSES)}")
+    auc_cells = " | ".join(f"{signal[c]:.3f}" if c in signal else "-" for c in CLASSES)
+    print(f"| AUC | {auc_cells} |")
+
+    started = time.perf_counter()
+    default_result = score(decode_essays(oof, default), truth)
+    default_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    _, tuned_frame = cross_fitted_thresholds(oof, truth, default, folds)
+    tuned_seconds = time.perf_counter() - started
+    tuned_result = score(tuned_frame, truth)
+    started = time.perf_counter()
+    fit = fit_learned_decoder(oof, truth, folds, settings)
+    fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    fit.decoder.decode(oof)
+    apply_seconds = time.perf_counter() - started
+
+    print(f"\n| decoding (cross-fitted by fold) | macro F1 | {' | '.join(CLASSES)} |\n|---|---:|{'---:|' * len(CLASSES)}")
+    print(table_row("argmax, default thresholds", default_result, CLASSES))
+    print(table_row("argmax, tuned thresholds", tuned_result, CLASSES))
+    print(table_row("learned", fit.result, CLASSES))
+    print(f"\nlearned - tuned: {fit.result.f1 - tuned_result.f1:+.4f} macro F1; learned - default: {fit.result.f1 - default_result.f1:+.4f}")
+    recall = fit.candidate_recall(truth)
+    print(f"candidate recall (true spans some candidate matches): {', '.join(f'{c} {recall.get(c, 0):.3f}' for c in CLASSES)}")
+    print(f"candidates: {len(fit.candidates):,} ({len(fit.candidates) / len(oof):.0f} per essay), positives {fit.labels.mean():.3f}")
+    rules = {name: (None if rule.threshold == float('inf') else rule.threshold, rule.max_per_essay) for name, rule in fit.decoder.rules.items()}
+    print(f"rules tuned on all essays (threshold, max per essay): {rules}")
+    print(f"\ntimes: default decode {default_seconds:.2f}s; tuned thresholds cross-fitted {tuned_seconds:.1f}s; "
+          f"learned fit {fit_seconds:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in fit.seconds.items())}); "
+          f"learned apply {apply_seconds:.2f}s ({1000 * apply_seconds / len(oof):.1f} ms/essay)")
+
+    if args.variants:
+        print(f"\n| variant (cross-fitted by fold) | macro F1 | vs defaults | fit s | {' | '.join(CLASSES)} |\n|---|---:|---:|---:|{'---:|' * len(CLASSES)}")
+        print(f"| defaults | {fit.result.f1:.4f} | | {fit_seconds:.1f} | {' | '.join(f'{fit.result.class_f1().get(c, 0):.3f}' for c in CLASSES)} |")
+        for name, change in VARIANTS.items():
+            started = time.perf_counter()
+            variant = fit_learned_decoder(oof, truth, folds, replace(settings, **change))
+            seconds = time.perf_counter() - started
+            per_class = variant.result.class_f1()
+            print(f"| {name} | {variant.result.f1:.4f} | {variant.result.f1 - fit.result.f1:+.4f} | {seconds:.1f} | {' | '.join(f'{per_class.get(c, 0):.3f}' for c in CLASSES)} |", flush=True)
+
+    if args.scale:
+        rng = np.random.default_rng(0)
+        ids = list(oof)
+        picks = rng.choice(len(ids), args.scale, replace=True)
+        big = {f"{ids[p]}-r{k}": oof[ids[p]] for k, p in enumerate(picks)}
+        by_id = {essay_id: group for essay_id, group in truth.groupby("id")}
+        big_truth = pd.concat([by_id[ids[p]].assign(id=f"{ids[p]}-r{k}") for k, p in enumerate(picks) if ids[p] in by_id], ignore_index=True)
+        big_groups = np.arange(args.scale) % 2
+        words = sum(len(p) for p in big.values())
+        print(f"\nscale: {args.scale} essays resampled from the run's ({words:,} words), 2 cross-fitting groups; "
+              f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        started = time.perf_counter()
+        big_fit = fit_learned_decoder(big, big_truth, big_groups, settings)
+        seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        big_fit.decoder.decode(big)
+        apply_seconds = time.perf_counter() - started
+        print(f"fit (cross-fitted + final): {seconds:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in big_fit.seconds.items())}), "
+              f"{len(big_fit.candidates):,} candidates; apply {apply_seconds:.1f}s ({1000 * apply_seconds / args.scale:.1f} ms/essay)")
+    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
