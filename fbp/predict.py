@@ -210,13 +210,15 @@ def predict_directory(
     decoding_file: Optional[Path] = None,
     on_checkpoint: Optional[Callable[[Path, "CheckpointMeta"], Optional[Progress]]] = None,  # noqa: F821
     decoding_mode: str = "auto",
+    blend_decoder=None,
 ) -> PredictionResult:
     """Predict every ``input_dir/*.txt`` with the weighted average of the members, decode, write the outputs.
 
     ``weights``: one per member (default: equal). ``device``: where the models run (see :mod:`fbp.device`).
     ``on_checkpoint``: see :func:`predict_members`. ``decoding_mode``: see :func:`resolve_decoder`. A saved
     ensemble directory (``fbp ensemble --fit-weights --save-dir``), given alone, brings its members, weights
-    and decoder.
+    and decoder. ``blend_decoder``: a learned decoder just fitted on these members' blend (``fbp ensemble
+    --fit-weights`` without ``--save-dir``), used unless ``decoding_mode`` asks for thresholds or argmax.
     """
     from .atomic import check_output_file, remove_stale_temporaries, temporary_prefix
     from .html import check_report_dir
@@ -238,6 +240,8 @@ def predict_directory(
     members = resolve_members(paths)
     member_weights = normalise_weights(weights, len(members))
     decoding, decoder, decoding_source = resolve_decoder(members, decoding_mode, decoding_file, ensemble)
+    if blend_decoder is not None and decoding_mode in ("auto", "learned") and decoding_file is None:
+        decoder, decoding_source = blend_decoder, "learned decoder fitted on the blend's out-of-fold probabilities just now"
     essays = EssayDir.scan(input_dir)
     truth_spans = read_span_file(truth, "truth")[0] if truth is not None else None
     warnings = [warning for member in members for warning in _unfinished_run_warnings(member)]

@@ -103,7 +103,7 @@ def check_paths_exist(*arguments) -> None:
                 raise FbpError(f"{name} {path}: no such {what}")
 
 
-def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_size, device, decoding):
+def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder=None):
     """Resolve the device, then predict with a progress line and bar per checkpoint."""
     from ..device import resolve_device
     from ..predict import predict_directory
@@ -114,7 +114,7 @@ def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_s
     with PredictionProgress(console, err_console, total) as progress:
         mode, decoding_file = parse_decoding(decoding)
         return predict_directory(paths, input_dir, output, weights, save_probs, html, truth, batch_size, resolved, decoding_file,
-                                 on_checkpoint=progress, decoding_mode=mode)
+                                 on_checkpoint=progress, decoding_mode=mode, blend_decoder=blend_decoder)
 
 
 def parse_weights(raw: Optional[List[str]]) -> Optional[List[float]]:
@@ -154,6 +154,7 @@ def ensemble(
 
     check_paths_exist(("MEMBER", "checkpoint, run directory or .npz file", members), ("--input", "directory of essays", [input_dir]))
     member_weights = parse_weights(weights)
+    blend_decoder = None
     if input_dir is None or fit_weights:
         from ..oof import NoOutOfFold
 
@@ -166,14 +167,17 @@ def ensemble(
         if report.saved_dir is not None:
             # Predict with what was saved: its weights and (when it won out of fold) the blend's decoder.
             members, member_weights = [report.saved_dir], None
-        elif report.fitted_weights is not None:
-            member_weights = list(report.fitted_weights)
+        else:
+            if report.fitted_weights is not None:
+                member_weights = list(report.fitted_weights)
+            if report.learned_result is not None and report.learned_result.f1 > (report.fitted_result or report.ensemble_result).f1:
+                blend_decoder = report.learned_decoder  # it won out of fold: decode the blend with it
     if input_dir is None:
         if output is not None or save_probs is not None or html is not None:
             err_console.print("[yellow]note:[/] -o, --save-probs and --html need --input TEXT_DIR; nothing written")
         return
     started = time.monotonic()
-    result = _predict(members, input_dir, output or Path("submission.csv"), member_weights, save_probs, html, truth, batch_size, device, decoding)
+    result = _predict(members, input_dir, output or Path("submission.csv"), member_weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder)
     _print_result(result, started)
 
 
