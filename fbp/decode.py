@@ -49,15 +49,22 @@ class CandidateSpans:
         return (self.length >= min_words[self.class_code]) & (self.confidence >= min_confidence[self.class_code])
 
 
-def candidate_spans(word_probs_by_id: Mapping[str, np.ndarray]) -> CandidateSpans:
-    """Split every essay's argmax labels into spans, with each span's length and mean confidence."""
-    essay_ids = tuple(word_probs_by_id)
+def stack_word_probs(word_probs_by_id: Mapping[str, np.ndarray], essay_ids: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """The essays' word probabilities as one float32 ``(total_words, 15)`` array, and where each essay's rows start
+    (``offsets[k]:offsets[k + 1]``); FbpError when an essay's array is not ``(n_words, 15)``."""
     arrays = [np.asarray(word_probs_by_id[essay_id]) for essay_id in essay_ids]
     for essay_id, probs in zip(essay_ids, arrays):
         if probs.ndim != 2 or probs.shape[1] != NUM_LABELS:
             raise FbpError(f"word probabilities of essay {essay_id} have shape {probs.shape}, expected (n_words, {NUM_LABELS})")
-    essay_offsets = np.concatenate([[0], np.cumsum([len(probs) for probs in arrays])]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(probs) for probs in arrays])]).astype(np.int64)
     probs = np.concatenate(arrays).astype(np.float32, copy=False) if arrays else np.zeros((0, NUM_LABELS), np.float32)
+    return probs, offsets
+
+
+def candidate_spans(word_probs_by_id: Mapping[str, np.ndarray]) -> CandidateSpans:
+    """Split every essay's argmax labels into spans, with each span's length and mean confidence."""
+    essay_ids = tuple(word_probs_by_id)
+    probs, essay_offsets = stack_word_probs(word_probs_by_id, essay_ids)
     n_words = len(probs)
 
     labels = probs.argmax(axis=1)

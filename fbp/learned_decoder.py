@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .decode import candidate_spans, spans_frame
+from .decode import candidate_spans, spans_frame, stack_word_probs
 from .errors import FbpError
 from .labels import CLASSES, NUM_LABELS
 from .metric import MetricResult, match_table, parse_spans, score, span_set_from_ranges
@@ -124,16 +124,6 @@ def feature_names(settings: DecoderSettings) -> Tuple[str, ...]:
         "rank_in_class", "candidates_in_class", "mean_minus_class_best", "essay_class_max", "essay_class_mass",
     ]
     return tuple(names)
-
-
-def _stack(word_probs_by_id: Mapping[str, np.ndarray], essay_ids: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
-    arrays = [np.asarray(word_probs_by_id[essay_id]) for essay_id in essay_ids]
-    for essay_id, probs in zip(essay_ids, arrays):
-        if probs.ndim != 2 or probs.shape[1] != NUM_LABELS:
-            raise FbpError(f"word probabilities of essay {essay_id} have shape {probs.shape}, expected (n_words, {NUM_LABELS})")
-    offsets = np.concatenate([[0], np.cumsum([len(probs) for probs in arrays])]).astype(np.int64)
-    probs = np.concatenate(arrays).astype(np.float32, copy=False) if arrays else np.zeros((0, NUM_LABELS), np.float32)
-    return probs, offsets
 
 
 def _chunks(word_probs_by_id: Mapping[str, np.ndarray], chunk_words: int) -> List[List[str]]:
@@ -348,7 +338,7 @@ def make_candidates(word_probs_by_id: Mapping[str, np.ndarray], settings: Decode
     parts = []
     first_essay = 0
     for chunk in _chunks(word_probs_by_id, chunk_words):
-        probs, offsets = _stack(word_probs_by_id, chunk)
+        probs, offsets = stack_word_probs(word_probs_by_id, chunk)
         arrays = _Chunk(probs, offsets)
         class_code, start, end, source = _chunk_candidates(arrays, chunk, settings)
         features = _chunk_features(arrays, class_code, start, end, source, settings)
@@ -697,7 +687,7 @@ def class_signal(word_probs_by_id: Mapping[str, np.ndarray], truth: pd.DataFrame
     """Per class, the word-level ROC AUC of its B + I probability against "this word is in a true span of
     that class" (0.5: no signal; 1: perfectly separated). Classes with no true word are left out."""
     essay_ids = tuple(word_probs_by_id)
-    probs, offsets = _stack(word_probs_by_id, essay_ids)
+    probs, offsets = stack_word_probs(word_probs_by_id, essay_ids)
     class_prob = probs[:, 1::2] + probs[:, 2::2]
     truth = truth[truth["id"].astype(str).isin(set(essay_ids))]
     spans = parse_spans(truth, "truth")
