@@ -116,7 +116,7 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
     if use_learned:
         decoder = run.learned_decoder()
         if decoder is None:
-            raise UsageError(f"--decoding learned: run {path} has no learned decoder ({run.decoder_path.name}); fit one with fbp evaluate {path} --tune")
+            raise UsageError(f"learned decoding was asked for, but run {path} has no learned decoder ({run.decoder_path.name}); fit one with fbp evaluate {path} --tune")
         predictions = decoder.decode(word_probs)
         what = "out-of-fold predictions, the run's learned decoder, fitted on these same essays (in-sample: optimistic)"
         honest = getattr(summary, "cv_f1_learned", None) if summary is not None else None

@@ -106,10 +106,10 @@ def check_report_dir(directory: Path) -> None:
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise FbpError(f"--html {directory} is a file; give a folder for the HTML report")
+        raise FbpError(f"{directory} is a file; the HTML report needs a folder")
     if directory.is_dir() and any(directory.iterdir()) and not is_report(directory):
         raise FbpError(
-            f"--html {directory} is a folder that fbp did not write (no {REPORT_MARK} in it); refusing to replace it "
+            f"{directory} is a folder that fbp did not write (no {REPORT_MARK} in it); refusing to replace it "
             "and everything in it. Give a new or empty folder"
         )
     check_output_location(directory / INDEX, "HTML report")

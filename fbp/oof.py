@@ -98,7 +98,7 @@ def ensemble_oof(
     from .predict import expand_ensemble_dir
 
     if save_dir is not None and not fit_weights:
-        raise UsageError("--save-dir saves fitted weights and the blend's decoder: add --fit-weights")
+        raise UsageError("saving an ensemble directory needs fitted weights (and the blend's decoder): fit the weights too")
     paths, weights, _ = expand_ensemble_dir(paths, weights)
     from .decode import decode_essays
     from .io.kaggle import read_span_file

@@ -102,9 +102,9 @@ def resolve_decoder(members: Sequence[Member], mode: str = "auto", decoding_file
         decoder, where, chosen = None, None, False
     if mode == "learned" and decoder is None:
         if ensemble is None and run is None and len(members) > 1:
-            raise UsageError("--decoding learned: a run's learned decoder is not the blend's; fit one on the blend with "
-                             "fbp ensemble RUNS --fit-weights --save-dir DIR, then predict with DIR")
-        raise UsageError(f"--decoding learned: {where or members[0].source} has no learned decoder "
+            raise UsageError("learned decoding was asked for, but a run's learned decoder is not the blend's; fit one on the "
+                             "blend with fbp ensemble RUNS --fit-weights --save-dir DIR, then predict with DIR")
+        raise UsageError(f"learned decoding was asked for, but {where or members[0].source} has no learned decoder "
                          "(fbp train fits one; refit it with fbp evaluate RUN --tune)")
     if decoder is not None and (chosen or mode == "learned"):
         return decoding, decoder, f"learned decoder {where}"
@@ -289,7 +289,7 @@ def expand_ensemble_dir(paths: Sequence[Path], weights: Optional[Sequence[float]
     if len(paths) > 1:
         raise UsageError("an ensemble directory brings its own members and weights: give it alone")
     if weights is not None:
-        raise UsageError(f"{paths[0]} holds fitted weights; --weights cannot be combined with it")
+        raise UsageError(f"{paths[0]} holds fitted weights; other weights cannot be combined with it")
     ensemble = EnsembleDir(Path(paths[0]))
     return ensemble.members, ensemble.weights, ensemble
 
