@@ -201,11 +201,12 @@ def _finish_summary(run: RunDir, summary: RunRecord, spans: pd.DataFrame, config
         summary.cv_f1 = round(float(result.f1), 6)
         summary.cv_per_class = {name: round(f1, 6) for name, f1 in result.class_f1().items()}
         summary.cv_essays = len(oof)
+        fold_of = dict(zip(essays["id"], essays["fold"]))
+        groups = [fold_of[essay_id] for essay_id in oof]  # cross-fitting groups: each essay's fold
         if config.training.tune_thresholds:
             # Default thresholds suit strong models; tuned ones can be worth a lot more on others. The F1 of
             # tuning is estimated cross-fitted (each fold decoded with thresholds tuned on the other folds).
-            fold_of = dict(zip(essays["id"], essays["fold"]))
-            tuned, cross_fitted = cross_fitted_thresholds(oof, truth, config.decoding, [fold_of[i] for i in oof])
+            tuned, cross_fitted = cross_fitted_thresholds(oof, truth, config.decoding, groups)
             tuned_result = score(cross_fitted, truth)
             summary.cv_f1_tuned = round(float(tuned_result.f1), 6)
             summary.cv_per_class_tuned = {name: round(f1, 6) for name, f1 in tuned_result.class_f1().items()}
@@ -215,9 +216,8 @@ def _finish_summary(run: RunDir, summary: RunRecord, spans: pd.DataFrame, config
             # it only when it beats them out of fold (docs/decoding.md).
             from ..learned_decoder import fit_for_run
 
-            fold_of = dict(zip(essays["id"], essays["fold"]))
             baseline = summary.cv_f1_tuned if summary.cv_f1_tuned is not None else summary.cv_f1
-            fit_for_run(run, summary, oof, truth, [fold_of[i] for i in oof], baseline)
+            fit_for_run(run, summary, oof, truth, groups, baseline)
         elif summary.decoder == "learned":
             summary.decoder = "thresholds"  # turned off: a decoder fitted before is kept on disk but not used
     all_folds = {int(f) for f in essays["fold"].unique()}
