@@ -107,11 +107,13 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
     summary = run.read_summary() if run.summary_path.exists() else None
     tuning, saved, learned = None, [], None
     if tune:
-        decoding, tuning = tune_thresholds(word_probs, true_spans, decoding)
-        saved = save_decoding(run, decoding)
-        if summary is not None:
-            learned = _refit_learned_decoder(run, summary, word_probs, true_spans, decoding)
-            saved.append(run.decoder_path)
+        # A training of this run rewrites run.json and the out-of-fold probabilities: one writer at a time.
+        with run.lock("fbp evaluate --tune"):
+            decoding, tuning = tune_thresholds(word_probs, true_spans, decoding)
+            saved = save_decoding(run, decoding)
+            if summary is not None:
+                learned = _refit_learned_decoder(run, summary, word_probs, true_spans, decoding)
+                saved.append(run.decoder_path)
     use_learned = mode == "learned" or (mode == "auto" and run.uses_learned_decoder())
     if use_learned:
         decoder = run.learned_decoder()

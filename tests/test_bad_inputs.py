@@ -190,6 +190,13 @@ def _lock(pid: int, host: str, **recorded):
     return prepare
 
 
+def _tune_locked(ws, d):
+    """``fbp evaluate RUN --tune`` while a live ``fbp train`` holds the run."""
+    run = _copy(ws, "run", d)
+    (run / ".fbp.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": "fbp train"}))
+    return ["evaluate", run, "--tune"]
+
+
 def _reprocessed(ws, d):
     """A run of ``d/processed``, whose data is then made again with another seed (other folds) into the same folder."""
     import yaml
@@ -326,6 +333,7 @@ CASES = [
     Case("bad-truth-with-html", _bad_truth_with_html, 1, ["truth.csv", "predictionstring"]),
     # 8. One training per run directory; a lock left by a dead process does not block.
     Case("run-locked-by-a-live-process", _lock(os.getpid(), socket.gethostname()), 1, ["run", str(os.getpid())]),
+    Case("tune-thresholds-of-a-run-in-training", _tune_locked, 1, ["in use by another fbp train", str(os.getpid())]),
     Case("stale-lock-is-taken-over", _lock(2**22 + 12345, socket.gethostname()), 0, ["stale"]),
     # pid 1 runs, but it is not the process that took the lock (it started at another time: a pid reused after a reboot).
     Case("lock-of-a-reused-pid-is-stale", _lock(1, socket.gethostname(), process_start="1"), 0, ["stale"]),

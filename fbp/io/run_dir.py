@@ -204,7 +204,7 @@ class RunDir:
         return summary
 
     def lock(self, command: str = "fbp train") -> "RunLock":
-        """The run directory's lock (a context manager): one training at a time, a stale lock taken over."""
+        """The run directory's lock (a context manager): one writer at a time, a stale lock taken over."""
         return RunLock(self.path, command)
 
     def resumable_checkpoint(self, fold: int) -> Optional[Path]:
@@ -330,7 +330,7 @@ LOCK_FILE = ".fbp.lock"
 
 
 class RunLock:
-    """``RUN/.fbp.lock``: one ``fbp train`` at a time in a run directory.
+    """``RUN/.fbp.lock``: one writer at a time in a run directory (``fbp train``, ``fbp evaluate RUN --tune``).
 
     The lock file holds the owner's pid, host, start time and the process's own start (to tell a pid reused after
     a reboot). A lock whose process is gone (same host, pid not running, or now another process) is stale: it is
@@ -385,8 +385,8 @@ class RunLock:
                     )
                 elif pid_alive(pid) and holder.get("process_start") in (None, process_start(pid)):  # not a reused pid
                     raise FbpError(
-                        f"{self.path.parent} is being trained by another {holder.get('command', 'fbp')} (pid {pid}, since "
-                        f"{holder.get('started', '?')}); wait for it to finish or stop it, or train into another directory (-o)"
+                        f"{self.path.parent} is in use by another {holder.get('command', 'fbp')} (pid {pid}, since "
+                        f"{holder.get('started', '?')}); wait for it to finish or stop it, or write into another directory"
                     )
                 self.took_over = holder
                 self.path.unlink(missing_ok=True)
@@ -395,7 +395,7 @@ class RunLock:
                 file.write(json.dumps(mine))
             self.mine = mine
             return self
-        raise FbpError(f"could not lock {self.path.parent}: {self.path} keeps changing (another fbp train starting?)")
+        raise FbpError(f"could not lock {self.path.parent}: {self.path} keeps changing (another fbp command starting?)")
 
     def release(self) -> None:
         holder = self.holder()
