@@ -347,28 +347,64 @@ def _model_name_near(directory: Path) -> Optional[str]:
 
 # --- the comparison -------------------------------------------------------------------------------------------
 
+_MISSING = object()
+
+
+def _default_settings() -> Dict[str, Any]:
+    from .config import Config
+
+    return flatten_config(Config().model_dump())
+
+
+def setting_value(run: RunSummary, key: str, defaults: Dict[str, Any]) -> Any:
+    """``run``'s value of a dotted setting. An fbp run without the key has the default (``None`` for an entry
+    of a mapping it left out, e.g. ``training.class_weights.Rebuttal``); a Trainer's state has only a few
+    settings, so for it an absent key is unknown (``_MISSING``)."""
+    if key in run.settings:
+        return run.settings[key]
+    return _MISSING if run.status == "trainer_state" else defaults.get(key)
+
+
 def differing_settings(runs: Sequence[RunSummary]) -> List[str]:
-    """Dotted keys with at least two different values among the runs that have them."""
+    """Dotted keys with at least two different values among the runs (a setting one run sets and another
+    leaves at its default differs too)."""
     keys = dict.fromkeys(key for run in runs for key in run.settings)  # first-seen order = config order
+    defaults = _default_settings()
     differing = []
     for key in keys:
-        values = {json.dumps(run.settings[key], sort_keys=True, default=str) for run in runs if key in run.settings}
+        values = {json.dumps(value, sort_keys=True, default=str) for value in (setting_value(run, key, defaults) for run in runs)
+                  if value is not _MISSING}
         if len(values) > 1 and key not in HIDDEN_SETTINGS:
             differing.append(key)
     return differing
+
+
+def _distinct_names(runs: List[RunSummary]) -> List[RunSummary]:
+    """Runs that share a name (the config's ``name``, e.g. every run of one config with other ``--set`` values)
+    are told apart by their directory's name, or by their file's path when those are alike too."""
+    from collections import Counter
+
+    for label in (lambda run: run.source.parent.name, lambda run: str(run.source)):
+        counts = Counter(run.name for run in runs)
+        for run in runs:
+            if counts[run.name] > 1 and run.status != "trainer_state":
+                run.name = label(run)
+    return runs
 
 
 def compare_runs(paths: Sequence[Path], sort: Optional[str] = None) -> Comparison:
     """Load every run under ``paths`` and build the comparison table, optionally sorted by a column."""
     import pandas as pd
 
-    runs = [load_run(path) for path in find_run_files(paths)]
+    runs = _distinct_names([load_run(path) for path in find_run_files(paths)])
     settings = differing_settings(runs)
+    defaults = _default_settings()
     rows = []
     for run in runs:
         row: Dict[str, Any] = {"run": run.name, "status": "HF Trainer" if run.status == "trainer_state" else run.status,
                                "progress": run.progress or None, "model": run.model}
-        row.update({key: _cell_value(run.settings.get(key)) for key in settings})
+        row.update({key: _cell_value(None if value is _MISSING else value) for key, value in
+                    ((key, setting_value(run, key, defaults)) for key in settings)})
         row["cv_f1"], row["cv_f1_tuned"], row["cv_f1_learned"] = run.cv_f1, run.cv_f1_tuned, run.cv_f1_learned
         row.update({name: run.per_class.get(name) for name in CLASSES})
         row["best_epochs"] = " ".join(_format_epoch(fold.best_epoch) if fold.finished else f"({_format_epoch(fold.best_epoch)})"
@@ -419,14 +455,16 @@ def write_csv(comparison: Comparison, path: Path) -> None:
 def write_json(comparison: Comparison, path: Path) -> None:
     """Every run with its differing settings, scores and per-fold curves as JSON, written atomically."""
     runs = []
+    defaults = _default_settings()
     for run in comparison.runs:
+        settings = {key: setting_value(run, key, defaults) for key in comparison.differing_settings}
         runs.append({
             "name": run.name,
             "source": str(run.source),
             "model": run.model,
             "status": run.status,
             "progress": run.progress or None,
-            "settings": {key: run.settings.get(key) for key in comparison.differing_settings},
+            "settings": {key: value for key, value in settings.items() if value is not _MISSING},
             "cv_f1": run.cv_f1,
             "cv_f1_tuned": run.cv_f1_tuned,
             "cv_f1_learned": run.cv_f1_learned,

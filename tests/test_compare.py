@@ -79,6 +79,31 @@ def test_differences_flatten_nested_settings_and_ignore_the_name(tmp_path):
     assert differing_settings([first, second]) == ["decoding.min_words.Lead"]
 
 
+def test_a_setting_only_one_run_sets_differs_from_the_others_default(tmp_path):
+    """A class weight set in one run (a mapping entry the other run lacks) is a difference, and so is a key that a
+    run of an older fbp lacks but a newer one sets away from its default; the default itself is no difference."""
+    base = load_run(write_run(tmp_path / "a", "base", 0.5))
+    weighted = load_run(write_run(tmp_path / "b", "weighted", 0.5))
+    weighted.settings.pop("training.class_weights", None)
+    weighted.settings["training.class_weights.Rebuttal"] = 8.0
+    older = load_run(write_run(tmp_path / "c", "older", 0.5))
+    older.settings.pop("training.seed")  # at its default, so no difference
+    assert differing_settings([base, weighted, older]) == ["training.class_weights.Rebuttal"]
+    weighted.settings["training.seed"] = 7
+    assert set(differing_settings([base, weighted, older])) == {"training.class_weights.Rebuttal", "training.seed"}
+
+
+def test_runs_of_one_name_are_told_apart_by_their_directories(tmp_path):
+    write_run(tmp_path / "runs" / "lr-small", "same", 0.5)
+    write_run(tmp_path / "runs" / "lr-large", "same", 0.6, learning_rate=1e-3)
+    write_run(tmp_path / "runs" / "other", "other", 0.4)
+    write_run(tmp_path / "elsewhere" / "other", "other", 0.4)
+    comparison = compare_runs([tmp_path / "runs", tmp_path / "elsewhere"])
+    names = list(comparison.table["run"])
+    assert names[:2] == ["lr-large", "lr-small"]
+    assert sorted(names[2:]) == sorted(str(path / "other" / "run.json") for path in (tmp_path / "elsewhere", tmp_path / "runs"))
+
+
 def test_table_highlights_the_best_score_of_each_column(runs):
     console = Console(record=True, width=250, color_system="truecolor")
     console.print(render_table(compare_runs(sorted(runs.glob("*/run.json")))))
