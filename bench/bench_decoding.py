@@ -11,7 +11,7 @@ candidate recall (the share of true spans some candidate matches: the ceiling of
 time to fit and to apply, optional setting variants (each cross-fitted the same way, to choose settings out of
 fold), and the fit time on N essays synthesized by resampling the run's essays (--scale). No model runs.
 
-    python bench/bench_decoding.py RUN_DIR [--truth spans.parquet] [--variants] [--scale 14000]
+    python bench/bench_decoding.py RUN_DIR [--truth spans.parquet] [--variants] [--scale 14000] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="also cross-fit each setting variant in VARIANTS")
     parser.add_argument("--scale", type=int, default=0, help="fit time on this many essays resampled from the run's (0: skip)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoder settings (e.g. rounds=100)")
+    parser.add_argument("--seeds", type=int, default=1, help="also fit the learned decoder with seeds 1..N-1 and report the mean and spread (its run-to-run noise)")
     args = parser.parse_args()
 
     from fbp.config import DecodingConfig
@@ -133,6 +134,13 @@ def main() -> None:
     print(table_row("argmax, tuned thresholds", tuned_result, CLASSES))
     print(table_row("learned", fit.result, CLASSES))
     print(f"\nlearned - tuned: {fit.result.f1 - tuned_result.f1:+.4f} macro F1; learned - default: {fit.result.f1 - default_result.f1:+.4f}")
+    if args.seeds > 1:
+        results = [fit.result] + [fit_learned_decoder(oof, truth, folds, replace(settings, seed=seed)).result for seed in range(1, args.seeds)]
+        f1s = np.array([result.f1 for result in results])
+        per_class = {c: np.mean([result.class_f1().get(c, 0.0) for result in results]) for c in CLASSES}
+        print(f"learned over {args.seeds} seeds: macro F1 {', '.join(f'{f1:.4f}' for f1 in f1s)}; mean {f1s.mean():.4f} (min {f1s.min():.4f}, max {f1s.max():.4f}); "
+              f"mean - tuned {f1s.mean() - tuned_result.f1:+.4f}")
+        print(f"| learned, mean of {args.seeds} seeds | {f1s.mean():.4f} | {' | '.join(f'{per_class[c]:.3f}' for c in CLASSES)} |")
     recall = fit.candidate_recall(truth)
     print(f"candidate recall (true spans some candidate matches): {', '.join(f'{c} {recall.get(c, 0):.3f}' for c in CLASSES)}")
     print(f"candidates: {len(fit.candidates):,} ({len(fit.candidates) / len(oof):.0f} per essay), positives {fit.labels.mean():.3f}")
