@@ -83,6 +83,7 @@ class TrainingConfig(Section):
     tune_thresholds: bool = Field(True, description="After training, tune the decoding thresholds on the out-of-fold probabilities (saved for infer; cross-fitted F1 in run.json).")
     learned_decoding: bool = Field(True, description="After training, fit the learned span decoder on the out-of-fold probabilities (cross-fitted F1 in run.json); the run uses it when it beats the tuned thresholds out of fold.")
     class_weights: Optional[Dict[str, float]] = Field(None, description="Weight of each class's words (B- and I-) in the training loss, e.g. {Counterclaim: 3, Rebuttal: 3}; classes left out (and O) weigh 1.")
+    begin_weight: float = Field(1.0, gt=0, description="Weight of each B- label (a span's first word) in the training loss, times its class's weight: a model that learns where spans begin splits them where they should be.")
     seed: int = 42
     dataloader_workers: int = Field(0, ge=0)
 

@@ -165,11 +165,13 @@ def load_model_for_training(name: str, model_config: Any, max_length: Optional[i
     return model
 
 
-def class_label_weights(class_weights: Optional[Dict[str, float]]) -> Optional[List[float]]:
-    """One loss weight per label (``O`` 1, ``B-X`` and ``I-X`` the weight of class X, 1 when not given); None: unweighted."""
-    if not class_weights:
+def class_label_weights(class_weights: Optional[Dict[str, float]], begin_weight: float = 1.0) -> Optional[List[float]]:
+    """One loss weight per label: ``O`` 1, ``I-X`` the weight of class X (1 when not given), ``B-X`` that times
+    ``begin_weight``; None: unweighted."""
+    if not class_weights and begin_weight == 1.0:
         return None
-    return [1.0] + [float(class_weights.get(name, 1.0)) for name in CLASSES for _ in ("B", "I")]
+    class_weights = class_weights or {}
+    return [1.0] + [float(class_weights.get(name, 1.0)) * factor for name in CLASSES for factor in (float(begin_weight), 1.0)]
 
 
 def token_classification_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None, label_weights: Optional[Sequence[float]] = None) -> Any:
@@ -181,7 +183,7 @@ def token_classification_loss(outputs: Any, labels: Any, num_items_in_batch: Any
     number of processes, and with gradient accumulation by the accumulation steps. Summing here and dividing
     by the Trainer's count of labelled tokens (across accumulation steps and processes) makes both exact.
 
-    ``label_weights`` (:func:`class_label_weights`, from ``training.class_weights``) scales each token's loss by
+    ``label_weights`` (:func:`class_label_weights`, from ``training.class_weights`` and ``begin_weight``) scales each token's loss by
     the weight of its true label, so rare classes count more; the sum is still divided by the token count.
     """
     import torch

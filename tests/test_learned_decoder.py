@@ -362,3 +362,31 @@ def test_class_weights_scale_each_tokens_loss_by_its_class_and_are_validated():
     for bad in ({"training.class_weights.Rebutal": 3}, {"training.class_weights.Rebuttal": 0}):
         with pytest.raises(UsageError, match="class_weights"):
             load_config(None, bad)
+    with pytest.raises(UsageError, match="begin_weight"):
+        load_config(None, {"training.begin_weight": 0})
+
+
+def test_begin_weight_scales_every_b_label_times_its_class_weight():
+    from fbp.config import load_config
+    from fbp.model import class_label_weights
+
+    rebuttal = CLASSES.index("Rebuttal")
+    assert class_label_weights(None, 1.0) is None
+    only_begin = class_label_weights(None, 3.0)
+    assert only_begin[0] == 1.0
+    assert all(only_begin[begin_id(code)] == 3.0 and only_begin[inside_id(code)] == 1.0 for code in range(len(CLASSES)))
+    both = class_label_weights({"Rebuttal": 4.0}, 2.0)
+    assert both[begin_id(rebuttal)] == 8.0 and both[inside_id(rebuttal)] == 4.0 and both[begin_id(0)] == 2.0 and both[inside_id(0)] == 1.0
+    assert load_config("configs/default.yaml", {"training.begin_weight": 3}).training.begin_weight == 3.0
+
+
+def test_a_run_made_before_a_setting_existed_resumes_when_the_setting_is_at_its_default():
+    from fbp.config import Config
+    from fbp.io.run_dir import config_differences
+
+    current = Config().model_dump(mode="json")
+    older = Config().model_dump(mode="json")
+    del older["training"]["begin_weight"], older["training"]["learned_decoding"]
+    assert config_differences(older, current) == []
+    current["training"]["begin_weight"] = 2.0
+    assert config_differences(older, current) == ["training.begin_weight: 1.0 -> 2.0"]

@@ -125,8 +125,10 @@ def run_settings(config_tree: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-    """Dotted keys whose values differ, ignoring settings that do not change what is trained."""
-    old_settings, new_settings = run_settings(old), run_settings(new)
+    """Dotted keys whose values differ, ignoring settings that do not change what is trained. A key one side
+    lacks (a run made before the setting existed) has its default value."""
+    defaults = run_settings(Config().model_dump(mode="json"))
+    old_settings, new_settings = {**defaults, **run_settings(old)}, {**defaults, **run_settings(new)}
     return [
         f"{key}: {old_settings.get(key)!r} -> {new_settings.get(key)!r}"
         for key in sorted(set(old_settings) | set(new_settings))

@@ -312,8 +312,8 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
         eval_dataset=model_features(val_windows),
         data_collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None),
         processing_class=tokenizer,
-        # exact under DDP and gradient accumulation; training.class_weights weights each class's tokens
-        compute_loss_func=functools.partial(token_classification_loss, label_weights=class_label_weights(training.class_weights)),
+        # exact under DDP and gradient accumulation; training.class_weights / begin_weight weight the labels' tokens
+        compute_loss_func=functools.partial(token_classification_loss, label_weights=class_label_weights(training.class_weights, training.begin_weight)),
         compute_metrics=evaluator,
         preprocess_logits_for_metrics=WordLevelTrainer.probabilities,
         callbacks=callbacks,
