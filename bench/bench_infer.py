@@ -20,6 +20,10 @@ and of the fold ensemble on shared essays the run never saw (neither trained nor
 out-of-fold F1 with fbp's default decoding thresholds vs the run's own (tuned) ``decoding.json``:
 
     python bench/bench_infer.py --quality runs/NAME [--essays 200]
+
+Decoding cost: ``fbp infer RUN`` as a user runs it, ``--decoding thresholds`` vs ``--decoding learned``, alternated:
+
+    python bench/bench_infer.py --decoding-cost runs/NAME [--essays 40] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -131,13 +135,60 @@ def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
     print(f"out-of-fold F1: default thresholds {default_f1:.4f}, run's thresholds {run_f1:.4f} ({run_f1 - default_f1:+.4f})")
 
 
+def decoding_cost(run_dir: Path, n_essays: int, repeats: int) -> None:
+    """``fbp infer RUN`` as a user runs it (a fresh process each time), with ``--decoding thresholds`` and with
+    ``--decoding learned``, alternated ``repeats`` times on the same held-out essays: the learned decoding's
+    share of the whole command's wall time (imports, model loading, prediction, decoding, writing)."""
+    import os
+    import subprocess
+
+    import pandas as pd
+
+    from fbp.io.word_probs import load_word_probs
+
+    if not SHARED_TRAIN.is_dir():
+        sys.exit(f"--decoding-cost needs the shared data at {SHARED_TRAIN}")
+    oof = load_word_probs(run_dir / "oof_word_probs.npz")
+    unseen = sorted(path for path in SHARED_TRAIN.glob("*.txt") if path.stem not in oof)
+    heldout = sorted(random.Random(0).sample(unseen, min(n_essays, len(unseen))))
+    print(f"run {run_dir}; {len(heldout)} held-out shared essays (outside the run, random sample, seed 0); "
+          f"{repeats} alternated repeats; python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    seconds = {"thresholds": [], "learned": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        essays_dir = Path(scratch) / "essays"
+        essays_dir.mkdir()
+        for path in heldout:
+            (essays_dir / path.name).symlink_to(path)
+        outputs = {}
+        for _ in range(repeats):
+            for mode in ("thresholds", "learned"):
+                output = Path(scratch) / f"{mode}.csv"
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "fbp", "infer", str(run_dir), "-i", str(essays_dir), "-o", str(output),
+                                "--decoding", mode], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                seconds[mode].append(time.perf_counter() - started)
+                outputs[mode] = len(pd.read_csv(output))
+    print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("| fbp infer --decoding | wall seconds (each repeat) | median | spans written |\n|---|---|---:|---:|")
+    for mode, values in seconds.items():
+        print(f"| {mode} | {', '.join(f'{v:.1f}' for v in values)} | {sorted(values)[len(values) // 2]:.1f} | {outputs[mode]} |")
+    thresholds, learned = (sorted(v)[len(v) // 2] for v in seconds.values())
+    print(f"\nlearned decoding adds {100 * (learned / thresholds - 1):+.1f}% to fbp infer's wall time (medians; target under 10%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--essays", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quality", type=Path, default=None, metavar="RUN_DIR", help="held-out F1 of each fold vs the fold ensemble")
+    parser.add_argument("--decoding-cost", type=Path, default=None, metavar="RUN_DIR", help="fbp infer's wall time with the learned decoding vs thresholds")
+    parser.add_argument("--repeats", type=int, default=3, help="alternated repeats of each side (--decoding-cost)")
     args = parser.parse_args()
+    if args.decoding_cost is not None:
+        decoding_cost(args.decoding_cost, args.essays, args.repeats)
+        return
     if args.quality is not None:
         quality(args.quality, args.essays, args.batch_size)
         return
