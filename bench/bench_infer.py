@@ -138,13 +138,16 @@ def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
 def decoding_cost(run_dir: Path, n_essays: int, repeats: int) -> None:
     """``fbp infer RUN`` as a user runs it (a fresh process each time), with ``--decoding thresholds`` and with
     ``--decoding learned``, alternated ``repeats`` times on the same held-out essays: the learned decoding's
-    share of the whole command's wall time (imports, model loading, prediction, decoding, writing)."""
+    share of the whole command's wall time (imports, model loading, prediction, decoding, writing), and the
+    macro F1 of both submissions on those essays, which the run never saw."""
     import os
     import subprocess
 
     import pandas as pd
 
     from fbp.io.word_probs import load_word_probs
+    from fbp.labels import CLASSES
+    from fbp.metric import score
 
     if not SHARED_TRAIN.is_dir():
         sys.exit(f"--decoding-cost needs the shared data at {SHARED_TRAIN}")
@@ -165,14 +168,24 @@ def decoding_cost(run_dir: Path, n_essays: int, repeats: int) -> None:
             for mode in ("thresholds", "learned"):
                 output = Path(scratch) / f"{mode}.csv"
                 started = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "fbp", "infer", str(run_dir), "-i", str(essays_dir), "-o", str(output),
-                                "--decoding", mode], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                done = subprocess.run([sys.executable, "-m", "fbp", "infer", str(run_dir), "-i", str(essays_dir), "-o", str(output),
+                                       "--decoding", mode], capture_output=True, text=True)
+                if done.returncode:
+                    sys.exit(f"fbp infer --decoding {mode} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
                 seconds[mode].append(time.perf_counter() - started)
-                outputs[mode] = len(pd.read_csv(output))
+                outputs[mode] = pd.read_csv(output, dtype=str)
     print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print("| fbp infer --decoding | wall seconds (each repeat) | median | spans written |\n|---|---|---:|---:|")
     for mode, values in seconds.items():
-        print(f"| {mode} | {', '.join(f'{v:.1f}' for v in values)} | {sorted(values)[len(values) // 2]:.1f} | {outputs[mode]} |")
+        print(f"| {mode} | {', '.join(f'{v:.1f}' for v in values)} | {sorted(values)[len(values) // 2]:.1f} | {len(outputs[mode])} |")
+    # The same submissions scored on essays the run never saw: the decoders judged where users meet them.
+    truth = pd.read_csv(SHARED_TRAIN.parent / "train.csv", dtype=str).rename(columns={"discourse_type": "class"})
+    truth = truth[truth["id"].isin({path.stem for path in heldout})]
+    print(f"\nheld-out macro F1 ({len(heldout)} essays, {len(truth)} true spans; the fold ensemble's submission):")
+    print(f"| decoding | macro F1 | {' | '.join(CLASSES)} |\n|---|---:|{'---:|' * len(CLASSES)}")
+    for mode, frame in outputs.items():
+        result = score(frame, truth)
+        print(f"| {mode} | {result.f1:.4f} | {' | '.join(f'{result.class_f1().get(c, 0.0):.3f}' for c in CLASSES)} |")
     thresholds, learned = (sorted(v)[len(v) // 2] for v in seconds.values())
     print(f"\nlearned decoding adds {100 * (learned / thresholds - 1):+.1f}% to fbp infer's wall time (medians; target under 10%)")
 
