@@ -437,8 +437,8 @@ def suppress_overlaps(candidates: Candidates, scores: np.ndarray, max_overlap: f
     it overlaps are dropped, until none is undecided (the same result as the one-by-one greedy pass).
     """
     n = len(candidates)
-    if not n:
-        return np.zeros(0, bool)
+    if n < 2:  # nothing to overlap with
+        return np.ones(n, bool)
     group = candidates.essay.astype(np.int64) * N_CLASSES + candidates.class_code
     order = np.lexsort((candidates.start, group))
     # Pairs of overlapping candidates of one group: candidates sorted by start, so each one's overlapping
