@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import flatten_config
+from .config import default_settings, flatten_config
 from .io.run_dir import RunDir, RunRecord, validated
 from .errors import FbpError, UsageError
 from .labels import CLASSES, SHORT_NAMES
@@ -350,12 +350,6 @@ def _model_name_near(directory: Path) -> Optional[str]:
 _MISSING = object()
 
 
-def _default_settings() -> Dict[str, Any]:
-    from .config import Config
-
-    return flatten_config(Config().model_dump())
-
-
 def setting_value(run: RunSummary, key: str, defaults: Dict[str, Any]) -> Any:
     """``run``'s value of a dotted setting. An fbp run without the key has the default (``None`` for an entry
     of a mapping it left out, e.g. ``training.class_weights.Rebuttal``); a Trainer's state has only a few
@@ -369,7 +363,7 @@ def differing_settings(runs: Sequence[RunSummary]) -> List[str]:
     """Dotted keys with at least two different values among the runs (a setting one run sets and another
     leaves at its default differs too)."""
     keys = dict.fromkeys(key for run in runs for key in run.settings)  # first-seen order = config order
-    defaults = _default_settings()
+    defaults = default_settings()
     differing = []
     for key in keys:
         values = {json.dumps(value, sort_keys=True, default=str) for value in (setting_value(run, key, defaults) for run in runs)
@@ -398,7 +392,7 @@ def compare_runs(paths: Sequence[Path], sort: Optional[str] = None) -> Compariso
 
     runs = _distinct_names([load_run(path) for path in find_run_files(paths)])
     settings = differing_settings(runs)
-    defaults = _default_settings()
+    defaults = default_settings()
     rows = []
     for run in runs:
         row: Dict[str, Any] = {"run": run.name, "status": "HF Trainer" if run.status == "trainer_state" else run.status,
@@ -455,7 +449,7 @@ def write_csv(comparison: Comparison, path: Path) -> None:
 def write_json(comparison: Comparison, path: Path) -> None:
     """Every run with its differing settings, scores and per-fold curves as JSON, written atomically."""
     runs = []
-    defaults = _default_settings()
+    defaults = default_settings()
     for run in comparison.runs:
         settings = {key: setting_value(run, key, defaults) for key in comparison.differing_settings}
         runs.append({

@@ -196,6 +196,11 @@ class Config(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def default_settings() -> Dict[str, Any]:
+    """Every setting's default, as dotted keys (what a run made before a setting existed had)."""
+    return flatten_config(Config().model_dump(mode="json"))
+
+
 def flatten_config(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     """A nested config as dotted keys, down to the leaves (``{"decoding": {"min_words": {"Lead": 9}}}`` ->
     ``{"decoding.min_words.Lead": 9}``)."""

@@ -48,3 +48,18 @@ def test_train_cli_passes_null_through_and_ignores_options_not_given(tmp_path, m
 def test_null_for_a_required_setting_is_a_clear_error():
     with pytest.raises(UsageError, match="training.epochs"):
         load_config(None, {"training.epochs": None})
+
+
+def test_the_default_run_directory_names_only_settings_away_from_their_defaults():
+    """`fbp train` without -o resumes `runs/<config>-<hash>`: a setting that fbp adds later (at its default) must not
+    rename the run, so the default config hashes as no setting at all; any setting away from its default renames it."""
+    import hashlib
+
+    from fbp.cli.train import default_run_dir
+
+    plain = default_run_dir(Config(), None)
+    assert plain == Path("runs") / f"default-{hashlib.sha1(json.dumps({}).encode()).hexdigest()[:6]}"
+    assert default_run_dir(load_config(None, {"training.begin_weight": 1.0}), None) == plain
+    assert default_run_dir(load_config(None, {"training.begin_weight": 2.0}), None) != plain
+    weighted = default_run_dir(load_config(None, {"training.class_weights.Rebuttal": 4}), None)
+    assert weighted != plain

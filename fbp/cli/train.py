@@ -14,10 +14,13 @@ from ._app import ConfigArg, DataOpt, EpochsOpt, FoldsOpt, MaxEssaysOpt, SetOpt,
 
 
 def default_run_dir(config, config_path: Optional[Path]) -> Path:
-    """``runs/<config>-<hash of the settings>``: the same command resumes the same run, another config gets its own."""
+    """``runs/<config>-<hash of the settings>``: the same command resumes the same run, another config gets its own.
+    Only settings away from their defaults are hashed, so a setting added to fbp later leaves the name as it was."""
+    from ..config import default_settings
     from ..io.run_dir import run_settings
 
-    settings = run_settings(config.model_dump(mode="json"))
+    defaults = default_settings()
+    settings = {key: value for key, value in run_settings(config.model_dump(mode="json")).items() if key not in defaults or defaults[key] != value}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
     return Path("runs") / f"{config_path.stem if config_path else 'default'}-{digest}"
 

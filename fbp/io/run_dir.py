@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import __version__
 from ..atomic import remove_stale_temporaries, write_atomic
-from ..config import Config, DecodingConfig, flatten_config, read_decoding, validate_decoding
+from ..config import Config, DecodingConfig, default_settings, flatten_config, read_decoding, validate_decoding
 from ..errors import FbpError, UsageError
 from .decoder import DECODER_FILE
 
@@ -127,8 +127,8 @@ def run_settings(config_tree: Dict[str, Any]) -> Dict[str, Any]:
 def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """Dotted keys whose values differ, ignoring settings that do not change what is trained. A key one side
     lacks (a run made before the setting existed) has its default value."""
-    defaults = run_settings(Config().model_dump(mode="json"))
-    old_settings, new_settings = {**defaults, **run_settings(old)}, {**defaults, **run_settings(new)}
+    defaults = default_settings()
+    old_settings, new_settings = run_settings({**defaults, **flatten_config(old)}), run_settings({**defaults, **flatten_config(new)})
     return [
         f"{key}: {old_settings.get(key)!r} -> {new_settings.get(key)!r}"
         for key in sorted(set(old_settings) | set(new_settings))
