@@ -1,48 +1,69 @@
-"""`fbp train` in a real terminal (tmux), read off the screen as a user sees it: the live display shows the whole
+"""`fbp train` in a real terminal (a pseudo-terminal drawn by the pyte emulator), read off the screen as a user sees it: the live display shows the whole
 run's progress with an ETA, and after Ctrl-C the stop message is the last thing printed, with the shell prompt on a
 clean line of its own (no progress bar redrawn below the message)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import re
 import shlex
-import shutil
-import subprocess
+import struct
 import sys
+import termios
+import threading
 import time
-import uuid
 
 import pytest
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+pyte = pytest.importorskip("pyte", reason="the terminal emulator of the test extras (pip install -e '.[test]')")
 
 PROMPT = "READY>"
 BAR = "━"
+COLUMNS, ROWS = 250, 40  # wide enough that the stop message is one line
 
 
 class Terminal:
-    """A tmux session running bash with a known prompt, 150 x 40."""
+    """bash in a pseudo-terminal of COLUMNS x ROWS, its output drawn by a terminal emulator (pyte) as a user's
+    terminal draws it: cursor moves, line erases and redraws of the live display included."""
 
     def __init__(self, cwd):
-        self.name = f"fbp-test-{uuid.uuid4().hex[:8]}"
-        env = ["-e", "HF_HUB_OFFLINE=1", "-e", "WANDB_MODE=disabled", "-e", "TERM=xterm-256color"]
-        env += ["-e", f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "150", "-y", "40", "-c", str(cwd), *env,
-                        "bash --norc --noprofile"], check=True)
-        subprocess.run(["tmux", "set-option", "-t", self.name, "history-limit", "5000"], check=True)
+        self.screen_ = pyte.HistoryScreen(COLUMNS, ROWS, history=5000)
+        self.stream = pyte.ByteStream(self.screen_)
+        self.lock = threading.Lock()
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TERM": "xterm-256color",
+               "COLUMNS": str(COLUMNS), "LINES": str(ROWS)}
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the pty is its terminal
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+            os.chdir(cwd)
+            os.execvpe("bash", ["bash", "--norc", "--noprofile"], env)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:  # the shell is gone
+                return
+            if not data:
+                return
+            with self.lock:
+                self.stream.feed(data)
 
     def type(self, text: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
-        subprocess.run(["tmux", "send-keys", "-t", self.name, "Enter"], check=True)
+        os.write(self.fd, text.encode() + b"\r")
 
     def ctrl_c(self) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, "C-c"], check=True)
+        os.write(self.fd, b"\x03")
 
     def screen(self) -> list:
-        """The visible screen and its scrollback, one string per terminal line, trailing spaces removed."""
-        out = subprocess.run(["tmux", "capture-pane", "-p", "-J", "-S", "-", "-t", self.name], capture_output=True, text=True, check=True).stdout
-        lines = [line.rstrip() for line in out.splitlines()]
+        """The scrollback and the visible screen, one string per terminal line, trailing spaces removed."""
+        with self.lock:
+            scrolled = ["".join(line[column].data for column in range(COLUMNS)) for line in self.screen_.history.top]
+            lines = [line.rstrip() for line in scrolled + list(self.screen_.display)]
         while lines and not lines[-1]:
             lines.pop()
         return lines
@@ -58,7 +79,12 @@ class Terminal:
             time.sleep(0.2)
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        try:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(self.fd)
 
 
 @pytest.fixture
