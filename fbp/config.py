@@ -66,7 +66,7 @@ class WindowsConfig(Section):
 
 class TrainingConfig(Section):
     epochs: int = Field(3, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of the training steps spent warming up.")
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] = "linear"
