@@ -70,6 +70,18 @@ def load_word_probs(path: Path):
     return load(path)
 
 
+def fit_and_apply(word_probs, truth, groups, settings):
+    """The learned decoder fitted (cross-fitted by ``groups``) and applied to the same essays: (fit, fit s, apply s)."""
+    from fbp.learned_decoder import fit_learned_decoder
+
+    started = time.perf_counter()
+    fit = fit_learned_decoder(word_probs, truth, groups, settings)
+    fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    fit.decoder.decode(word_probs)
+    return fit, fit_seconds, time.perf_counter() - started
+
+
 def table_row(name: str, result, classes) -> str:
     per_class = result.class_f1()
     return f"| {name} | {result.f1:.4f} | {' | '.join(f'{per_class.get(c, 0.0):.3f}' for c in classes)} |"
@@ -122,12 +134,7 @@ def main() -> None:
     _, tuned_frame = cross_fitted_thresholds(oof, truth, default, folds)
     tuned_seconds = time.perf_counter() - started
     tuned_result = score(tuned_frame, truth)
-    started = time.perf_counter()
-    fit = fit_learned_decoder(oof, truth, folds, settings)
-    fit_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    fit.decoder.decode(oof)
-    apply_seconds = time.perf_counter() - started
+    fit, fit_seconds, apply_seconds = fit_and_apply(oof, truth, folds, settings)
 
     print(f"\n| decoding (cross-fitted by fold) | macro F1 | {' | '.join(CLASSES)} |\n|---|---:|{'---:|' * len(CLASSES)}")
     print(table_row("argmax, default thresholds", default_result, CLASSES))
@@ -171,12 +178,7 @@ def main() -> None:
         words = sum(len(p) for p in big.values())
         print(f"\nscale: {args.scale} essays resampled from the run's ({words:,} words), 2 cross-fitting groups; "
               f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-        started = time.perf_counter()
-        big_fit = fit_learned_decoder(big, big_truth, big_groups, settings)
-        seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        big_fit.decoder.decode(big)
-        apply_seconds = time.perf_counter() - started
+        big_fit, seconds, apply_seconds = fit_and_apply(big, big_truth, big_groups, settings)
         print(f"fit (cross-fitted + final): {seconds:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in big_fit.seconds.items())}), "
               f"{len(big_fit.candidates):,} candidates; apply {apply_seconds:.1f}s ({1000 * apply_seconds / args.scale:.1f} ms/essay)")
     print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
