@@ -104,7 +104,7 @@ def resolve_decoder(members: Sequence[Member], mode: str = "auto", decoding_file
         if ensemble is None and run is None and len(members) > 1:
             raise UsageError("learned decoding was asked for, but a run's learned decoder is not the blend's; fit one on the "
                              "blend with fbp ensemble RUNS --fit-weights --save-dir DIR, then predict with DIR")
-        owner = run.path if ensemble is None and run is not None else (ensemble.path if ensemble is not None else members[0].source)
+        owner = ensemble.path if ensemble is not None else run.path if run is not None else members[0].source
         missing = f" ({Path(where).name} is missing)" if where is not None else ""
         raise UsageError(f"learned decoding was asked for, but {owner} has no learned decoder{missing}; "
                          "fbp train fits one, and fbp evaluate RUN --tune fits one for a run made before")

@@ -182,19 +182,15 @@ def _bad_truth_with_html(ws, d):
     return ["infer", ws["root"] / "run", "-i", _test_dir(ws), "-o", "s.csv", "--html", "view", "--truth", "truth.csv"]
 
 
-def _lock(pid: int, host: str, **recorded):
+def _lock(pid: int, host: str, tune: bool = False, **recorded):
+    """The run locked by ``fbp train`` (pid on host), then ``fbp train`` into it again, or ``fbp evaluate RUN --tune``."""
     def prepare(ws, d):
         run = _copy(ws, "run", d)
         (run / ".fbp.lock").write_text(json.dumps({"pid": pid, "host": host, "command": "fbp train", **recorded}))
+        if tune:
+            return ["evaluate", run, "--tune"]
         return ["train", "--data", ws["root"] / "processed", "--model", ws["model"], "--epochs", "1", "-o", run, *TRAIN]
     return prepare
-
-
-def _tune_locked(ws, d):
-    """``fbp evaluate RUN --tune`` while a live ``fbp train`` holds the run."""
-    run = _copy(ws, "run", d)
-    (run / ".fbp.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": "fbp train"}))
-    return ["evaluate", run, "--tune"]
 
 
 def _reprocessed(ws, d):
@@ -333,7 +329,7 @@ CASES = [
     Case("bad-truth-with-html", _bad_truth_with_html, 1, ["truth.csv", "predictionstring"]),
     # 8. One training per run directory; a lock left by a dead process does not block.
     Case("run-locked-by-a-live-process", _lock(os.getpid(), socket.gethostname()), 1, ["run", str(os.getpid())]),
-    Case("tune-thresholds-of-a-run-in-training", _tune_locked, 1, ["in use by another fbp train", str(os.getpid())]),
+    Case("tune-thresholds-of-a-run-in-training", _lock(os.getpid(), socket.gethostname(), tune=True), 1, ["in use by another fbp train", str(os.getpid())]),
     Case("stale-lock-is-taken-over", _lock(2**22 + 12345, socket.gethostname()), 0, ["stale"]),
     # pid 1 runs, but it is not the process that took the lock (it started at another time: a pid reused after a reboot).
     Case("lock-of-a-reused-pid-is-stale", _lock(1, socket.gethostname(), process_start="1"), 0, ["stale"]),
