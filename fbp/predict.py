@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -138,16 +138,22 @@ def predict_members(
     batch_size: int,
     device: str,
     on_checkpoint: Optional[Callable[[Path, "CheckpointMeta"], Optional[Progress]]] = None,  # noqa: F821
-) -> None:
+    runtime: str = "auto",
+) -> Dict[str, str]:
     """Add every member's word probabilities, times its weight, to ``total``; folds of a member share its weight.
 
     ``on_checkpoint(path, meta)`` is called as each checkpoint starts predicting; what it returns (if not None)
-    is called with the essays done as prediction advances.
+    is called with the essays done as prediction advances. ``runtime``: torch, onnx, onnx-int8 or auto (see
+    :mod:`fbp.onnx_runtime`). Returns each checkpoint's runtime and why it was chosen.
     """
-    from .io.checkpoint import load_checkpoint
+    from .io.checkpoint import load_checkpoint, read_checkpoint_meta
     from .io.word_probs import load_word_probs
+    from .onnx_runtime import choose_runtime, onnx_word_probs
     from .word_probs import predict_word_probs
 
+    # Every checkpoint's runtime is settled before any model runs, so a missing export fails at once.
+    choices = {checkpoint: choose_runtime(checkpoint, runtime, device) for member in members for checkpoint in member.checkpoints}
+    runtimes = {str(checkpoint): f"{choice.runtime} ({choice.reason})" for checkpoint, choice in choices.items()}
     for member, weight in zip(members, weights):
         if member.probs_file is not None:
             stored = load_word_probs(member.probs_file)
@@ -158,15 +164,38 @@ def predict_members(
                 total.add(essay_index, stored[essay_id], weight)
             continue
         for checkpoint_dir in member.checkpoints:
-            checkpoint = load_checkpoint(checkpoint_dir, device=device)
-            meta = checkpoint.meta
-            on_progress = on_checkpoint(checkpoint_dir, meta) if on_checkpoint is not None else None
-            predictions = predict_word_probs(
-                checkpoint.model, checkpoint.tokenizer, essays, meta.max_length, meta.stride, batch_size, device, on_progress
-            )
+            choice = choices[checkpoint_dir]
+            if choice.runtime == "torch":
+                checkpoint = load_checkpoint(checkpoint_dir, device=device)
+                meta = checkpoint.meta
+                on_progress = on_checkpoint(checkpoint_dir, meta) if on_checkpoint is not None else None
+                predictions = predict_word_probs(
+                    checkpoint.model, checkpoint.tokenizer, essays, meta.max_length, meta.stride, batch_size, device, on_progress
+                )
+            else:
+                checkpoint, meta = None, read_checkpoint_meta(checkpoint_dir)
+                on_progress = on_checkpoint(checkpoint_dir, meta) if on_checkpoint is not None else None
+                predictions = onnx_word_probs(choice.model_path, _checkpoint_tokenizer(checkpoint_dir), essays, meta.max_length, meta.stride, batch_size, on_progress)
             for essay_index, word_probs in predictions:
                 total.add(essay_index, word_probs, weight / len(member.checkpoints))
-            del checkpoint
+            del checkpoint, predictions
+    return runtimes
+
+
+def _checkpoint_tokenizer(checkpoint_dir: Path):
+    """A checkpoint's fast tokenizer alone (the ONNX runtimes need no PyTorch model)."""
+    from transformers import AutoTokenizer
+
+    from .model import quiet_transformers
+
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
+    except (OSError, ValueError) as error:
+        raise FbpError(f"cannot load the tokenizer of {checkpoint_dir}: {str(error).splitlines()[0]}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise FbpError(f"{checkpoint_dir}: the tokenizer is not a fast tokenizer")
+    return tokenizer
 
 
 def decode_all(essays: EssayDir, total: WordProbSum, decoding: DecodingConfig, decoder=None) -> "pd.DataFrame":  # noqa: F821
@@ -197,6 +226,7 @@ class PredictionResult:
     checkpoints: int
     warnings: List[str] = field(default_factory=list)  # things the user should know (empty essays, unfinished runs)
     learned: bool = False  # decoded by a learned decoder (decoding_source names it), not by the thresholds
+    runtimes: Dict[str, str] = field(default_factory=dict)  # checkpoint -> the runtime that predicted it, and why
 
 
 def predict_directory(
@@ -213,6 +243,7 @@ def predict_directory(
     on_checkpoint: Optional[Callable[[Path, "CheckpointMeta"], Optional[Progress]]] = None,  # noqa: F821
     decoding_mode: str = "auto",
     blend_decoder=None,
+    runtime: str = "auto",
 ) -> PredictionResult:
     """Predict every ``input_dir/*.txt`` with the weighted average of the members, decode, write the outputs.
 
@@ -221,6 +252,7 @@ def predict_directory(
     ensemble directory (``fbp ensemble --fit-weights --save-dir``), given alone, brings its members, weights
     and decoder. ``blend_decoder``: a learned decoder just fitted on these members' blend (``fbp ensemble
     --fit-weights`` without ``--save-dir``), used unless ``decoding_mode`` asks for thresholds or argmax.
+    ``runtime``: what runs the checkpoints (torch, onnx, onnx-int8, auto; :mod:`fbp.onnx_runtime`).
     """
     from .atomic import check_output_file, remove_stale_temporaries, temporary_prefix
     from .html import check_report_dir
@@ -238,6 +270,10 @@ def predict_directory(
         check_output_file(probs_path(save_probs), "word probabilities")
     if html_dir is not None:
         check_report_dir(html_dir)
+    from .onnx_runtime import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     paths, weights, ensemble = expand_ensemble_dir(paths, weights)
     members = resolve_members(paths)
     member_weights = normalise_weights(weights, len(members))
@@ -259,7 +295,7 @@ def predict_directory(
             remove_stale_temporaries(scratch_parent, "fbp-infer")
         with tempfile.TemporaryDirectory(prefix=temporary_prefix("fbp-infer"), dir=scratch_parent) as scratch:
             total = WordProbSum(essays.n_words, Path(scratch))
-            predict_members(members, member_weights, essays, total, batch_size, device, on_checkpoint)
+            runtimes = predict_members(members, member_weights, essays, total, batch_size, device, on_checkpoint, runtime)
             spans = decode_all(essays, total, decoding, decoder)
             if output is not None:
                 write_submission(output, spans)
@@ -279,7 +315,7 @@ def predict_directory(
 
         write_html_report(html_dir, zip(essays.ids, essays.texts()), spans, truth_spans)
     n_checkpoints = sum(len(member.checkpoints) for member in members)
-    return PredictionResult(len(essays.ids), spans, output, saved, html_dir, decoding, decoding_source, n_checkpoints, warnings, decoder is not None)
+    return PredictionResult(len(essays.ids), spans, output, saved, html_dir, decoding, decoding_source, n_checkpoints, warnings, decoder is not None, runtimes)
 
 
 def expand_ensemble_dir(paths: Sequence[Path], weights: Optional[Sequence[float]]):

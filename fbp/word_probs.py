@@ -86,21 +86,16 @@ def predict_word_probs(
     on_progress: Optional[Callable[[float], None]] = None,
     chunk_essays: int = 256,
 ) -> Iterator[Tuple[int, np.ndarray]]:
-    """Stream ``(essay_index, word_probs)`` for every essay of ``texts``, in order.
+    """Stream ``(essay_index, word_probs)`` for every essay of ``texts``, in order, with a PyTorch model.
 
-    Essays are read ``chunk_essays`` at a time, so memory stays bounded however many there are.
-    Within a chunk the windows are sorted by length and each batch is padded only to its longest
-    window. Runs under ``torch.inference_mode`` with fp16/bf16 autocast on a GPU; the model is put in
-    eval mode and given back in the mode it came in. ``texts`` may be any iterable (a generator
-    reading files works). ``on_progress(essays)`` is called as work advances, with the (fractional) number
-    of essays just done, so a caller can show progress.
+    Runs under ``torch.inference_mode`` with fp16/bf16 autocast on a GPU; the model is put in eval mode and given
+    back in the mode it came in. The windowing, batching and stitching are :func:`stream_word_probs`'s, shared
+    with the ONNX Runtime sessions (:mod:`fbp.onnx_runtime`), so every runtime meets the same decoding.
     """
     import torch
 
     from .device import autocast as device_autocast
-    from .windows import check_window_settings, make_windows, model_features, window_metadata
 
-    check_window_settings(tokenizer, max_length, stride)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model_device = next(model.parameters()).device
     if model_device != device:
@@ -108,37 +103,64 @@ def predict_word_probs(
     autocast = device_autocast(device)
     was_training = model.training
     model.eval()
-    texts_iterator = iter(texts)
-    first_index = 0
+
+    def forward(features: List[Dict[str, Any]]) -> np.ndarray:
+        batch = tokenizer.pad(features, return_tensors="pt")
+        batch = {key: value.to(device) for key, value in batch.items()}
+        with torch.inference_mode(), autocast:
+            logits = model(**batch).logits
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
     try:
-        with torch.inference_mode():
-            while True:
-                chunk = list(itertools.islice(texts_iterator, chunk_essays))
-                if not chunk:
-                    break
-                windows = make_windows(tokenizer, chunk, max_length, stride)
-                features, meta = model_features(windows), window_metadata(windows)
-                token_probs: List[Optional[np.ndarray]] = [None] * len(windows)
-                by_length = sorted(range(len(windows)), key=lambda k: len(features[k]["input_ids"]))
-                for start in range(0, len(by_length), batch_size):
-                    batch_indices = by_length[start : start + batch_size]
-                    batch = tokenizer.pad([features[k] for k in batch_indices], return_tensors="pt")
-                    batch = {key: value.to(device) for key, value in batch.items()}
-                    with autocast:
-                        logits = model(**batch).logits
-                    probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-                    for row, k in enumerate(batch_indices):
-                        token_probs[k] = probs[row, : len(features[k]["input_ids"])]
-                    if on_progress is not None:
-                        on_progress(len(chunk) * len(batch_indices) / len(windows))  # smooth progress within a chunk
-                n_words = [len(text.split()) for text in chunk]
-                for offset, essay_probs in enumerate(stitch_word_probs(token_probs, meta, n_words)):
-                    yield first_index + offset, essay_probs
-                first_index += len(chunk)
+        yield from stream_word_probs(forward, tokenizer, texts, max_length, stride, batch_size, on_progress, chunk_essays)
     finally:
         model.train(was_training)
         if model_device != device:
             model.to(model_device)
+
+
+def stream_word_probs(
+    forward: Callable[[List[Dict[str, Any]]], np.ndarray],
+    tokenizer: Any,
+    texts: Iterable[str],
+    max_length: int,
+    stride: int,
+    batch_size: int,
+    on_progress: Optional[Callable[[float], None]] = None,
+    chunk_essays: int = 256,
+) -> Iterator[Tuple[int, np.ndarray]]:
+    """Stream ``(essay_index, word_probs)`` for every essay of ``texts``, in order, whatever runs the model.
+
+    ``forward(features)`` takes a batch of windows (dicts of model inputs, unpadded) and returns their token
+    probabilities, ``(batch, longest window, 15)``. Essays are read ``chunk_essays`` at a time, so memory stays
+    bounded however many there are. Within a chunk the windows are sorted by length and each batch is padded only
+    to its longest window. ``texts`` may be any iterable (a generator reading files works). ``on_progress(essays)``
+    is called as work advances, with the (fractional) number of essays just done.
+    """
+    from .windows import check_window_settings, make_windows, model_features, window_metadata
+
+    check_window_settings(tokenizer, max_length, stride)
+    texts_iterator = iter(texts)
+    first_index = 0
+    while True:
+        chunk = list(itertools.islice(texts_iterator, chunk_essays))
+        if not chunk:
+            break
+        windows = make_windows(tokenizer, chunk, max_length, stride)
+        features, meta = model_features(windows), window_metadata(windows)
+        token_probs: List[Optional[np.ndarray]] = [None] * len(windows)
+        by_length = sorted(range(len(windows)), key=lambda k: len(features[k]["input_ids"]))
+        for start in range(0, len(by_length), batch_size):
+            batch_indices = by_length[start : start + batch_size]
+            probs = forward([features[k] for k in batch_indices])
+            for row, k in enumerate(batch_indices):
+                token_probs[k] = probs[row, : len(features[k]["input_ids"])]
+            if on_progress is not None:
+                on_progress(len(chunk) * len(batch_indices) / len(windows))  # smooth progress within a chunk
+        n_words = [len(text.split()) for text in chunk]
+        for offset, essay_probs in enumerate(stitch_word_probs(token_probs, meta, n_words)):
+            yield first_index + offset, essay_probs
+        first_index += len(chunk)
 
 
 def normalise_weights(weights: Optional[Sequence[float]], n_members: int) -> List[float]:

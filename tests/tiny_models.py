@@ -68,3 +68,48 @@ def sentencepiece_unigram_tokenizer():
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)]
     )
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]", mask_token="[MASK]")
+
+
+def tiny_deberta_v2(vocab_size: int, seed: int = 0):
+    """A one-layer DeBERTa-v3-style token classifier (relative positions only, c2p+p2c attention, shared keys)."""
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForTokenClassification
+
+    torch.manual_seed(seed)
+    config = DebertaV2Config(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=512, relative_attention=True, position_buckets=64, pos_att_type=["p2c", "c2p"],
+        position_biased_input=False, norm_rel_ebd="layer_norm", share_att_key=True, type_vocab_size=0, pad_token_id=0,
+        num_labels=NUM_LABELS, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
+    )
+    return DebertaV2ForTokenClassification(config).eval()
+
+
+def tiny_longformer(vocab_size: int, seed: int = 0):
+    """A one-layer Longformer token classifier (sliding-window attention of 16 tokens; positions for 128-token windows)."""
+    import torch
+    from transformers import LongformerConfig, LongformerForTokenClassification
+
+    torch.manual_seed(seed)
+    config = LongformerConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        attention_window=[16], max_position_embeddings=130, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        num_labels=NUM_LABELS, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID),
+    )
+    return LongformerForTokenClassification(config).eval()
+
+
+ARCHITECTURES = {  # model_type -> (tiny model maker, its tokenizer maker)
+    "bert": (tiny_bert, minilm_tokenizer),
+    "deberta-v2": (tiny_deberta_v2, sentencepiece_unigram_tokenizer),
+    "longformer": (tiny_longformer, byte_level_bpe_tokenizer),
+}
+
+
+def save_tiny_model(model_type: str, directory, seed: int = 0):
+    """A tiny random model of ``model_type`` and its tokenizer kind, saved as a local model directory (as a hub model)."""
+    make_model, make_tokenizer = ARCHITECTURES[model_type]
+    tokenizer = make_tokenizer()
+    make_model(len(tokenizer), seed=seed).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -11,3 +11,4 @@ from . import infer  # noqa: F401
 from . import tune  # noqa: F401
 from . import evaluate  # noqa: F401
 from . import quickstart  # noqa: F401
+from . import export  # noqa: F401

@@ -34,7 +34,17 @@ def parse_decoding(value: Optional[str]):
     if not Path(value).is_file():
         raise UsageError(f"--decoding {value}: neither {', '.join(d for d in DECODINGS if d != 'auto')} nor a decoding.json file")
     return "thresholds", Path(value)
+RuntimeOpt = typer.Option("auto", "--runtime", metavar="auto|torch|onnx|onnx-int8",
+                          help="What runs the models: torch, onnx (fp32 export), onnx-int8, or auto: on a CPU the fastest export that keeps the spans (int8 when fbp export checked it on held-out essays, else fp32 ONNX), PyTorch when a checkpoint has no export (auto does not export: run fbp export once) and on a GPU.")
 WeightsOpt = typer.Option(None, "--weights", "-w", metavar="W,W,...", help="One weight per model, as 0.6,0.4 or repeated (default: equal).", show_default=False)
+
+
+def _group_runtimes(runtimes: dict) -> dict:
+    """``{checkpoint: "runtime (why)"}`` -> ``{"runtime (why)": [checkpoints]}``, so five folds print one line."""
+    grouped: dict = {}
+    for checkpoint, runtime in runtimes.items():
+        grouped.setdefault(runtime, []).append(checkpoint)
+    return grouped
 
 
 def _print_result(result, started: float) -> None:
@@ -47,6 +57,8 @@ def _print_result(result, started: float) -> None:
         f"[bold green]predicted[/] {result.essays:,} essays with {result.checkpoints} checkpoint(s) in {seconds:.1f}s "
         f"(loading included): {len(result.spans):,} spans"
     )
+    for runtime, checkpoints in _group_runtimes(result.runtimes).items():
+        console.print(f"[bold]runtime:[/] {escape(runtime)}" + (f" for {len(checkpoints)} checkpoints" if len(checkpoints) > 1 else ""))
     counts = result.spans["class"].value_counts()
     table = Table(title="predicted spans per class", title_justify="left", caption=f"decoding: {escape(result.decoding_source)}", caption_justify="left")
     table.add_column("class")
@@ -77,6 +89,7 @@ def infer(
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
     decoding: Optional[str] = DecodingOpt,
+    runtime: str = RuntimeOpt,
 ) -> None:
     """Predict every TEXT_DIR/*.txt and write a Kaggle submission (works offline).
 
@@ -86,7 +99,7 @@ def infer(
     """
     check_paths_exist(("CKPT_OR_RUN", "checkpoint or run directory", checkpoints), ("--input", "directory of essays", [input_dir]))
     started = time.monotonic()
-    result = _predict(checkpoints, input_dir, output, None, save_probs, html, truth, batch_size, device, decoding)
+    result = _predict(checkpoints, input_dir, output, None, save_probs, html, truth, batch_size, device, decoding, runtime=runtime)
     _print_result(result, started)
 
 
@@ -103,7 +116,7 @@ def check_paths_exist(*arguments) -> None:
                 raise FbpError(f"{name} {path}: no such {what}")
 
 
-def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder=None):
+def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder=None, runtime="auto"):
     """Resolve the device, then predict with a progress line and bar per checkpoint."""
     from ..device import resolve_device
     from ..predict import predict_directory
@@ -114,7 +127,7 @@ def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_s
     with PredictionProgress(console, err_console, total) as progress:
         mode, decoding_file = parse_decoding(decoding)
         return predict_directory(paths, input_dir, output, weights, save_probs, html, truth, batch_size, resolved, decoding_file,
-                                 on_checkpoint=progress, decoding_mode=mode, blend_decoder=blend_decoder)
+                                 on_checkpoint=progress, decoding_mode=mode, blend_decoder=blend_decoder, runtime=runtime)
 
 
 def parse_weights(raw: Optional[List[str]]) -> Optional[List[float]]:
@@ -143,6 +156,7 @@ def ensemble(
     batch_size: int = BatchOpt,
     device: Optional[str] = DeviceOpt,
     decoding: Optional[str] = DecodingOpt,
+    runtime: str = RuntimeOpt,
 ) -> None:
     """Weighted average of word probabilities from any mix of checkpoints, runs and models.
 
@@ -177,7 +191,7 @@ def ensemble(
             err_console.print("[yellow]note:[/] -o, --save-probs and --html need --input TEXT_DIR; nothing written")
         return
     started = time.monotonic()
-    result = _predict(members, input_dir, output or Path("submission.csv"), member_weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder)
+    result = _predict(members, input_dir, output or Path("submission.csv"), member_weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder, runtime)
     _print_result(result, started)
 
 

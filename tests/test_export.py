@@ -1,0 +1,176 @@
+"""`fbp export` and the runtimes of `fbp infer` / `fbp ensemble`: ONNX fp32 and int8 next to PyTorch.
+
+Tiny random models of every architecture fbp's configs name (BERT/MiniLM, DeBERTa-v2/v3, Longformer), each with its
+tokenizer kind, trained one epoch with its shipped config's settings (shrunk), exported, and run with each runtime.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from tiny_models import minilm_tokenizer, save_tiny_model, tiny_bert
+
+from fbp.errors import FbpError
+from fbp.export import export_checkpoints
+from fbp.io.checkpoint import save_checkpoint
+from fbp.io.onnx_export import RECORD_FILE, read_export, weights_sha256
+from fbp.io.word_probs import load_word_probs
+from fbp.onnx_runtime import choose_runtime
+from fbp.predict import predict_directory
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ESSAYS = {
+    "A1": "Phones should be allowed in school because students can research. " * 14,
+    "B2": "In my opinion driverless cars are safer.\n\nFor example, they never get tired. " * 6,
+    "C3": "Summer projects help students learn.",
+}
+META = {"max_length": 48, "stride": 12, "label_subtokens": "first", "model": "minilm", "fold": 0}
+
+
+@pytest.fixture(scope="module")
+def essay_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("essays")
+    for essay_id, text in ESSAYS.items():
+        (directory / f"{essay_id}.txt").write_text(text, encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny BERT checkpoint, exported once (fp32 and int8)."""
+    checkpoint = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "fold_0", tiny_bert(), minilm_tokenizer(), META)
+    [result] = export_checkpoints([checkpoint])
+    assert result.status == "exported", result.notes
+    return checkpoint
+
+
+def _copy(checkpoint: Path, target: Path) -> Path:
+    shutil.copytree(checkpoint, target)
+    return target
+
+
+def test_export_records_both_models_and_is_idempotent(exported):
+    files = {path.name for path in (exported / "onnx").iterdir()}
+    assert files == {"model.onnx", "model_quantized.onnx", RECORD_FILE}
+    record = read_export(exported)
+    assert record.weights_sha256 == weights_sha256(exported)
+    assert record.inputs == ["input_ids", "attention_mask", "token_type_ids"] and record.outputs == ["logits"]
+    assert {"fbp", "torch", "transformers", "onnx", "onnxruntime"} <= set(record.versions)
+    assert record.variants["onnx"].max_prob_diff < 1e-4
+    assert record.variants["onnx"].settings["fusions"].get("Attention") == 1  # ONNX Runtime's fusions applied
+    assert any("classifier" in name for name in record.variants["onnx-int8"].settings["kept_fp32"])
+    assert record.variants["onnx-int8"].quality is None  # not a fold of a run: no held-out essays to check it on
+    stamp = (exported / "onnx" / "model.onnx").stat().st_mtime_ns
+    [again] = export_checkpoints([exported])
+    assert again.status == "current" and (exported / "onnx" / "model.onnx").stat().st_mtime_ns == stamp
+
+
+def test_every_runtime_meets_the_same_stitching_and_says_which_ran(exported, essay_dir, tmp_path):
+    probs = {}
+    for runtime in ("torch", "onnx", "onnx-int8", "auto"):
+        result = predict_directory([exported], essay_dir, tmp_path / f"{runtime}.csv", save_probs=tmp_path / f"{runtime}.npz", runtime=runtime)
+        probs[runtime] = load_word_probs(tmp_path / f"{runtime}.npz")
+        [said] = result.runtimes.values()
+        assert said.startswith("onnx" if runtime == "auto" else runtime), said
+    for essay_id, text in ESSAYS.items():
+        assert probs["onnx"][essay_id].shape == (len(text.split()), 15)
+        np.testing.assert_allclose(probs["onnx"][essay_id], probs["torch"][essay_id], atol=2e-3)  # float16 storage
+        np.testing.assert_allclose(probs["onnx-int8"][essay_id], probs["torch"][essay_id], atol=0.05)
+        np.testing.assert_array_equal(probs["auto"][essay_id], probs["onnx"][essay_id])  # int8 unchecked: auto takes fp32
+
+
+def test_a_stale_or_damaged_export_is_never_used(exported, tmp_path):
+    # Retrained: same folder, other weights, the old onnx/ copied back in.
+    retrained = save_checkpoint(tmp_path / "retrained", tiny_bert(seed=5), minilm_tokenizer(), META)
+    shutil.copytree(exported / "onnx", retrained / "onnx")
+    choice = choose_runtime(retrained, "auto", "cpu")
+    assert choice.runtime == "torch" and "stale" in choice.reason
+    with pytest.raises(FbpError, match="other weights"):
+        choose_runtime(retrained, "onnx", "cpu")
+    [result] = export_checkpoints([retrained])
+    assert result.status == "exported" and choose_runtime(retrained, "auto", "cpu").runtime == "onnx"
+    # A damaged ONNX file: refused by name, and the next export makes it again.
+    damaged = _copy(exported, tmp_path / "damaged")
+    with open(damaged / "onnx" / "model.onnx", "r+b") as file:
+        file.seek(1000)
+        file.write(b"\0" * 64)
+    with pytest.raises(FbpError, match="model.onnx is damaged"):
+        choose_runtime(damaged, "onnx", "cpu")
+    [repaired] = export_checkpoints([damaged])
+    assert repaired.status == "exported" and choose_runtime(damaged, "onnx", "cpu").model_path.exists()
+
+
+@pytest.mark.parametrize("case, args, code, words", [
+    ("missing path", lambda d: ["export", d / "nope"], 1, ["nope", "no such"]),
+    ("damaged weights", lambda d: ["export", d / "broken"], 1, ["broken", "damaged"]),
+    ("not a checkpoint", lambda d: ["export", d / "plain"], 1, ["plain", "neither an fbp checkpoint"]),
+    ("bad export.json", lambda d: ["infer", d / "badrecord", "--input", d / "essays", "-o", d / "out.csv"], 1, ["export.json", "fbp export"]),
+    ("onnx without export", lambda d: ["infer", d / "bare", "--input", d / "essays", "-o", d / "out.csv", "--runtime", "onnx"], 1, ["no ONNX export", "fbp export"]),
+    ("unknown runtime", lambda d: ["infer", d / "bare", "--input", d / "essays", "-o", d / "out.csv", "--runtime", "tensorrt"], 2, ["tensorrt", "onnx-int8"]),
+    ("onnx on a GPU", lambda d: ["infer", d / "bare", "--input", d / "essays", "-o", d / "out.csv", "--runtime", "onnx", "--device", "cuda"], 2, ["CPU"]),
+])
+def test_bad_inputs_are_refused_cleanly(exported, essay_dir, tmp_path, case, args, code, words):
+    bare = save_checkpoint(tmp_path / "bare", tiny_bert(), minilm_tokenizer(), META)
+    broken = _copy(bare, tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes((bare / "model.safetensors").read_bytes()[:500])
+    (tmp_path / "plain").mkdir()
+    badrecord = _copy(exported, tmp_path / "badrecord")
+    (badrecord / "onnx" / RECORD_FILE).write_text(json.dumps({"format": "fbp-onnx-v1"}))
+    shutil.copytree(essay_dir, tmp_path / "essays")
+    if case == "onnx on a GPU":
+        import fbp.device
+
+        if not fbp.device.gpu_available():
+            args = lambda d: ["infer", d / "bare", "--input", d / "essays", "-o", d / "out.csv", "--runtime", "onnx", "--device", "cpu"]  # noqa: E731
+            code, words = 1, ["no ONNX export"]
+    result = run_cli(*args(tmp_path))
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.output, result.output
+    assert not (broken / "onnx").exists() and not (tmp_path / "out.csv").exists()
+    assert not [path for path in broken.iterdir() if path.name.startswith(".onnx")]  # no staging folder left
+
+
+# --- every architecture fbp's configs name -------------------------------------------------------------------------
+
+SHRINK = ["--epochs", "1", "--fold", "0", "--wandb", "disabled", "--set", "windows.max_length=64", "--set", "windows.stride=16",
+          "--set", "training.batch_size=8", "--set", "training.gradient_accumulation=1", "--set", "training.eval_batch_size=16",
+          "--set", "training.learning_rate=1e-3", "--set", "training.learned_decoding=false"]
+SHIPPED = [("default.yaml", "bert"), ("deberta-v3-large.yaml", "deberta-v2"), ("longformer-large.yaml", "longformer")]
+
+
+@pytest.mark.parametrize("config, model_type", SHIPPED, ids=[model_type for _, model_type in SHIPPED])
+def test_each_architecture_trains_exports_and_infers_with_each_runtime(tmp_path, processed_demo, demo_corpus, config, model_type):
+    model = save_tiny_model(model_type, tmp_path / f"tiny-{model_type}")
+    run = tmp_path / "run"
+    trained = run_cli("train", CONFIGS / config, "--data", processed_demo, "--model", model, "-o", run, *SHRINK)
+    assert trained.exit_code == 0, trained.output
+    exported = run_cli("export", run, "--check-essays", "8")
+    essays = demo_corpus / "train"
+    if model_type == "longformer":  # PyTorch only, said plainly; infer falls back to PyTorch with a message
+        assert exported.exit_code == 1 and "runs on PyTorch only" in exported.output, exported.output
+        result = run_cli("infer", run, "--input", essays, "-o", tmp_path / "auto.csv")
+        assert result.exit_code == 0 and "runtime: torch (auto: no ONNX export" in " ".join(result.output.split()), result.output
+        refused = run_cli("infer", run, "--input", essays, "-o", tmp_path / "x.csv", "--runtime", "onnx")
+        assert refused.exit_code == 1 and "no ONNX export" in refused.output
+        return
+    assert exported.exit_code == 0, exported.output
+    record = read_export(run / "fold_0")
+    assert record.architecture == model_type
+    quality = record.variants["onnx-int8"].quality
+    assert quality is not None and quality.essays == 8  # checked on the fold's own held-out essays
+    probs = {}
+    for runtime in ("torch", "onnx", "onnx-int8"):
+        result = run_cli("infer", run, "--input", essays, "-o", tmp_path / f"{runtime}.csv", "--save-probs", tmp_path / f"{runtime}.npz", "--runtime", runtime)
+        assert result.exit_code == 0 and f"runtime: {runtime}" in result.output, result.output
+        probs[runtime] = load_word_probs(tmp_path / f"{runtime}.npz")
+    largest = max(float(np.abs(probs["onnx"][i] - probs["torch"][i]).max()) for i in probs["torch"])
+    assert largest < 2e-3
+    largest_int8 = max(float(np.abs(probs["onnx-int8"][i] - probs["torch"][i]).max()) for i in probs["torch"])
+    assert largest_int8 < 0.1
+    ensemble = run_cli("ensemble", run / "fold_0", run / "fold_0", "--input", essays, "-o", tmp_path / "ens.csv", "--runtime", "onnx")
+    assert ensemble.exit_code == 0 and "runtime: onnx (asked for)" in ensemble.output, ensemble.output
