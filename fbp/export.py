@@ -299,26 +299,25 @@ def _quantize(source: Path, target: Path) -> Dict[str, Any]:
 
 
 def _held_out_essays(checkpoint: Path, meta: Any, limit: int):
-    """Texts and true spans of up to ``limit`` essays of the checkpoint's validation fold (sorted by id), or why not."""
+    """Texts and true spans of up to ``limit`` essays of the checkpoint's validation fold (as the run's training
+    assigned folds; sorted by id), or None and why not."""
+    from .config import validate_config
     from .io.checkpoint import checkpoint_run
-    from .io.processed import load_processed, read_processed_meta
     from .io.run_dir import RunDir
+    from .training.loop import select_essays
 
     run_path = checkpoint_run(checkpoint)
     if run_path is None or meta.fold is None:
         return None, "int8 not checked on essays: the checkpoint is not a fold of a run (auto uses fp32 ONNX; --runtime onnx-int8 still works)"
     run = RunDir(run_path)
     processed = run.processed_dir()
-    folds = (run.read_config().get("data") or {}).get("folds")
     if processed is None or not processed.exists():
         return None, f"int8 not checked on essays: the processed data of run {run_path} is not there (auto uses fp32 ONNX)"
-    if folds is not None and folds != (read_processed_meta(processed) or {}).get("folds"):
-        return None, f"int8 not checked on essays: run {run_path} re-folded its data (auto uses fp32 ONNX)"
-    data = load_processed(processed)
-    essays = data.essays[data.essays["fold"] == meta.fold].sort_values("id").head(limit)
+    essays, spans = select_essays(validate_config(run.read_config(), str(run.config_path)))
+    essays = essays[essays["fold"] == meta.fold].sort_values("id").head(limit)
     if essays.empty:
-        return None, f"int8 not checked on essays: fold {meta.fold} of {processed} has no essays"
-    truth = data.spans[data.spans["id"].isin(set(essays["id"]))]
+        return None, f"int8 not checked on essays: fold {meta.fold} of run {run_path} has no essays"
+    truth = spans[spans["id"].isin(set(essays["id"]))]
     return (list(essays["id"]), list(essays["text"]), truth), ""
 
 
