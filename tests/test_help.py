@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from fbp.cli import app
 
-COMMANDS = ["quickstart", "demo-data", "preprocess", "train", "evaluate", "infer", "ensemble", "compare", "tune"]
+COMMANDS = ["quickstart", "demo-data", "preprocess", "train", "evaluate", "infer", "ensemble", "export", "compare", "tune"]
 # The order a newcomer meets them: try it, get data, then the lifecycle, then the experiment tools.
 LIFECYCLE = ["quickstart", "demo-data", "preprocess", "train", "evaluate", "infer", "ensemble"]
 ON_OFF_FLAGS = {"": ["--help", "--version", "--debug"], "evaluate": ["--tune"], "ensemble": ["--fit-weights"]}

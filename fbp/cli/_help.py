@@ -27,7 +27,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 # A command missing here is listed after these, in the "Commands" panel.
 COMMAND_PANELS: Dict[str, List[str]] = {
     "Get started": ["quickstart", "demo-data"],
-    "The lifecycle": ["preprocess", "train", "evaluate", "infer", "ensemble"],
+    "The lifecycle": ["preprocess", "train", "evaluate", "infer", "ensemble", "export"],
     "Experiments": ["compare", "tune"],
 }
 COMMAND_ORDER = [name for names in COMMAND_PANELS.values() for name in names]
