@@ -60,7 +60,7 @@ def export_checkpoints(
     is called as each checkpoint starts; what it returns (if not None) is called with each step's name.
     """
     from .io.checkpoint import expand_checkpoints
-    from .predict import expand_ensemble_dir
+    from .infer import expand_ensemble_dir
 
     paths, _, _ = expand_ensemble_dir([Path(path) for path in paths], None)
     checkpoints = expand_checkpoints([path for path in paths if not (Path(path).is_file() and Path(path).suffix == ".npz")])
@@ -302,7 +302,7 @@ def _held_out_essays(checkpoint: Path, meta: Any, limit: int):
     """Texts and true spans of up to ``limit`` essays of the checkpoint's validation fold (as the run's training
     assigned folds; sorted by id), or None and why not."""
     from .config import validate_config
-    from .io.checkpoint import checkpoint_run
+    from .io.run_dir import checkpoint_run
     from .io.run_dir import RunDir
     from .training.loop import select_essays
 
@@ -322,9 +322,9 @@ def _held_out_essays(checkpoint: Path, meta: Any, limit: int):
 
 
 def _quality_check(checkpoint: Path, meta: Any, model: Any, tokenizer: Any, int8_path: Path, limit: int, step: Step):
-    from .config import DecodingConfig
+    from .config import ThresholdConfig
     from .decode import decode_essays
-    from .io.checkpoint import checkpoint_decoding
+    from .io.run_dir import checkpoint_decoding
     from .io.onnx_export import MAX_CLASS_DROP, MAX_MACRO_DROP, QualityCheck
     from .metric import score
     from .onnx_runtime import onnx_word_probs
@@ -335,7 +335,7 @@ def _quality_check(checkpoint: Path, meta: Any, model: Any, tokenizer: Any, int8
         return None, why
     ids, texts, truth = found
     step(f"checking int8 against PyTorch on {len(ids)} held-out essays of fold {meta.fold}")
-    decoding = checkpoint_decoding(checkpoint)[0] or DecodingConfig()
+    decoding = checkpoint_decoding(checkpoint)[0] or ThresholdConfig()
     reference = dict(predict_word_probs(model, tokenizer, texts, meta.max_length, meta.stride, 16, "cpu"))
     candidate = dict(onnx_word_probs(int8_path, tokenizer, texts, meta.max_length, meta.stride, 16))
     torch_result = score(decode_essays({ids[i]: reference[i] for i in range(len(ids))}, decoding), truth)

@@ -19,7 +19,7 @@ from fbp.io.checkpoint import save_checkpoint
 from fbp.io.onnx_export import RECORD_FILE, read_export, weights_sha256
 from fbp.io.word_probs import load_word_probs
 from fbp.onnx_runtime import choose_runtime
-from fbp.predict import predict_directory
+from fbp.infer import predict_directory
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ESSAYS = {
