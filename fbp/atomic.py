@@ -26,6 +26,7 @@ from typing import Callable, IO, Iterator, Optional
 
 from .errors import FbpError
 from .faults import crash_point
+from .io.lock import pid_alive, process_start  # noqa: F401  (liveness has one owner: fbp.io.lock)
 
 HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[^/]*$")
@@ -46,31 +47,6 @@ def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by someone else
-    except OverflowError:
-        return False
-    return True
-
-
-def process_start(pid: int) -> Optional[str]:
-    """When process ``pid`` started (clock ticks since boot, Linux), so that a reused pid is not taken for the
-    process that wrote a lock; None where the system does not tell."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 def temporary_prefix(name: str, kind: str = "tmp") -> str:

@@ -11,3 +11,16 @@ class UsageError(FbpError):
     """Bad command-line usage or configuration (exit code 2)."""
 
     exit_code = 2
+
+
+def describe_os_error(error: OSError, path=None) -> str:
+    """One line for a failed read or write: the path and what went wrong, in words (the disk is full, read-only)."""
+    import errno
+
+    reasons = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded", errno.EROFS: "the disk is read-only",
+               errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EIO: "input/output error"}
+    reason = reasons.get(error.errno, error.strerror or str(error))
+    where = path or error.filename
+    if where is None:
+        return f"{reason} ({error})"
+    return f"cannot write {where}: {reason}" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else f"{where}: {reason}"

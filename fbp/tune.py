@@ -24,6 +24,7 @@ import yaml
 from .config import Config, SearchParam, set_dotted, validate_config
 from .errors import FbpError, UsageError
 from .atomic import write_atomic
+from .io.lock import holder_running
 from .io.run_dir import RunDir, config_differences
 
 if TYPE_CHECKING:
@@ -180,18 +181,6 @@ def _queue_again(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> No
     study.enqueue_trial(trial.params, user_attrs={"run_number": trial.user_attrs.get("run_number", trial.number), "requeued_from": trial.number})
 
 
-def _process_alive(pid: Optional[int]) -> bool:
-    if pid is None:
-        return True  # unknown: leave it to the heartbeat
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_interrupted_trials(study: "optuna.Study", storage: "optuna.storages.BaseStorage") -> List[int]:
     """Re-queue trials that were interrupted; return their numbers.
 
@@ -206,7 +195,7 @@ def recover_interrupted_trials(study: "optuna.Study", storage: "optuna.storages.
     host = socket.gethostname()
     recovered = []
     for trial in trials:
-        killed = trial.state == TrialState.RUNNING and trial.user_attrs.get("host") == host and not _process_alive(trial.user_attrs.get("pid"))
+        killed = trial.state == TrialState.RUNNING and trial.user_attrs.get("host") == host and holder_running(trial.user_attrs) is False
         if killed:
             trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), trial.number)
             storage.set_trial_state_values(trial_id, TrialState.FAIL)

@@ -22,6 +22,7 @@ from ..atomic import remove_stale_temporaries, write_atomic
 from ..config import Config, DecodingConfig, default_settings, flatten_config, read_decoding, validate_decoding
 from ..errors import FbpError, UsageError
 from .decoder import DECODER_FILE
+from .lock import LOCK_FILE, RunLock  # noqa: F401  (the lock lives in fbp.io.lock; RunDir.lock hands it out)
 
 class TruthNotFound(FbpError):
     """A run does not lead to its ground truth (the command line then asks for it explicitly)."""
@@ -326,89 +327,6 @@ def _complete_trainer_checkpoint(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return (path / CHECKPOINT_EVAL_FILE).is_file() and any(path.glob("*.safetensors"))
-
-
-LOCK_FILE = ".fbp.lock"
-
-
-class RunLock:
-    """``RUN/.fbp.lock``: one writer at a time in a run directory (``fbp train``, ``fbp evaluate RUN --tune``).
-
-    The lock file holds the owner's pid, host, start time and the process's own start (to tell a pid reused after
-    a reboot). A lock whose process is gone (same host, pid not running, or now another process) is stale: it is
-    taken over, with a note. A lock held on another host cannot be checked from here;
-    the message says how to remove it by hand.
-    """
-
-    def __init__(self, run_path: Path, command: str = "fbp train"):
-        self.path = Path(run_path) / LOCK_FILE
-        self.command = command
-        self.mine: Dict[str, Any] = {}
-        self.took_over: Optional[Dict[str, Any]] = None  # the stale lock that was replaced, if any
-
-    def holder(self) -> Optional[Dict[str, Any]]:
-        try:
-            content = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            content = {}
-        return content if isinstance(content, dict) else {}
-
-    def acquire(self) -> "RunLock":
-        import os
-        import socket
-
-        from ..atomic import pid_alive, process_start
-
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise FbpError(f"cannot create the run directory {self.path.parent}: {error.strerror or error}") from None
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "process_start": process_start(os.getpid())}
-        for _ in range(3):
-            try:
-                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                holder = self.holder()
-                if holder is None:
-                    continue  # released in the meantime
-                pid, host = holder.get("pid"), holder.get("host")
-                if not isinstance(pid, int):
-                    age = time.time() - self.path.stat().st_mtime
-                    if age < 10:  # being written right now
-                        time.sleep(0.2)
-                        continue
-                elif host != socket.gethostname():
-                    raise FbpError(
-                        f"{self.path.parent} is locked by {holder.get('command', 'fbp')} (pid {pid} on host {host}, since "
-                        f"{holder.get('started', '?')}); this host cannot tell whether it still runs. If it does not, delete {self.path}"
-                    )
-                elif pid_alive(pid) and holder.get("process_start") in (None, process_start(pid)):  # not a reused pid
-                    raise FbpError(
-                        f"{self.path.parent} is in use by another {holder.get('command', 'fbp')} (pid {pid}, since "
-                        f"{holder.get('started', '?')}); wait for it to finish or stop it, or write into another directory"
-                    )
-                self.took_over = holder
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(json.dumps(mine))
-            self.mine = mine
-            return self
-        raise FbpError(f"could not lock {self.path.parent}: {self.path} keeps changing (another fbp command starting?)")
-
-    def release(self) -> None:
-        holder = self.holder()
-        if self.mine and holder is not None and holder.get("pid") == self.mine.get("pid") and holder.get("host") == self.mine.get("host"):
-            self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
 def read_run_json(path: Union[str, Path]) -> RunRecord:
