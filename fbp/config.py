@@ -8,7 +8,7 @@ error naming the key, never a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,7 +25,8 @@ def _takes_bool(annotation: Any) -> bool:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No NaN or infinity anywhere: an infinite learning rate or class weight trains nothing and fails late.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -84,7 +85,7 @@ class TrainingConfig(Section):
     learned_decoding: bool = Field(True, description="After training, fit the learned span decoder on the out-of-fold probabilities (cross-fitted F1 in run.json); the run uses it when it beats the tuned thresholds out of fold.")
     class_weights: Optional[Dict[str, float]] = Field(None, description="Weight of each class's words (B- and I-) in the training loss, e.g. {Counterclaim: 3, Rebuttal: 3}; classes left out (and O) weigh 1.")
     begin_weight: float = Field(1.0, gt=0, description="Weight of each B- label (a span's first word) in the training loss, times its class's weight: a model that learns where spans begin splits them where they should be.")
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (0 to 2**32 - 1).")
     dataloader_workers: int = Field(0, ge=0)
 
     @field_validator("class_weights")
@@ -104,10 +105,10 @@ class TrainingConfig(Section):
 class DecodingConfig(Section):
     """Word probabilities -> spans. Defaults are the values the competition's public notebooks converged on."""
 
-    min_words: Dict[str, int] = Field(
+    min_words: Dict[str, Annotated[int, Field(ge=0, le=100_000)]] = Field(
         default_factory=lambda: {"Lead": 9, "Position": 5, "Claim": 3, "Counterclaim": 6, "Rebuttal": 4, "Evidence": 14, "Concluding Statement": 11}
     )
-    min_confidence: Dict[str, float] = Field(
+    min_confidence: Dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=lambda: {"Lead": 0.7, "Position": 0.55, "Claim": 0.55, "Counterclaim": 0.5, "Rebuttal": 0.55, "Evidence": 0.65, "Concluding Statement": 0.7}
     )
 
@@ -125,7 +126,16 @@ def validate_decoding(stored: Any, source: str) -> DecodingConfig:
     try:
         return DecodingConfig.model_validate(stored)
     except ValidationError as error:
-        raise FbpError(f"{source}: invalid decoding thresholds ({error.errors()[0]['msg']})") from None
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        shown = f"{where} = {_short(first.get('input'))}: " if where else ""
+        raise FbpError(f"{source}: invalid decoding thresholds ({shown}{first['msg'].removeprefix('Value error, ')})") from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value as shown in a message: its repr, cut to ``limit`` characters (messages stay short)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_decoding(path: Path) -> DecodingConfig:
@@ -245,9 +255,11 @@ def parse_sets(sets: Optional[List[str]]) -> Dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"a setting must be section.key=value, got '{item}'")
+        from .io.yamlfile import load_yaml
+
         try:
-            parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            parsed[key.strip()] = load_yaml(raw, f"--set {key.strip()}") if raw.strip() else None
+        except UsageError:
             parsed[key.strip()] = raw
     return parsed
 
@@ -272,12 +284,16 @@ def _describe(error: Dict[str, Any], tree: Dict[str, Any]) -> str:
             section = field.annotation if field is not None and isinstance(field.annotation, type) else None
             if section is None:
                 break
-        allowed = ", ".join(section.model_fields) if section is not None and issubclass(section, BaseModel) else "see the README"
-        return f"unknown key '{key}' (allowed here: {allowed})"
-    message = error["msg"].removeprefix("Value error, ")
+        names = list(section.model_fields) if section is not None and issubclass(section, BaseModel) else []
+        allowed = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "") if names else "see the README"
+        return f"unknown key '{_short(key, 60)[1:-1]}' (allowed here: {allowed})"
+    message = error["msg"].removeprefix("Value error, ")[:200]
     if error["loc"]:
-        return f"{key} = {error.get('input')!r}: {message}"
+        return f"{_short(key, 60)[1:-1]} = {_short(error.get('input'))}: {message}"
     return message
+
+
+MAX_PROBLEMS_SHOWN = 10
 
 
 def validate_config(tree: Dict[str, Any], source: str = "config") -> Config:
@@ -285,7 +301,10 @@ def validate_config(tree: Dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as error:
-        lines = [_describe(e, tree) for e in error.errors()]
+        problems = error.errors()
+        lines = [_describe(e, tree) for e in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN:,} more problems")
         raise UsageError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
 
 
@@ -306,10 +325,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dic
             raise FbpError(f"{config_path} is not UTF-8 text (byte {error.start}); save the config as UTF-8") from None
         except OSError as error:
             raise FbpError(f"cannot read {config_path}: {error.strerror or error}") from None
-        try:
-            tree = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            raise UsageError(f"{config_path} is not valid YAML: {error}") from None
+        from .io.yamlfile import load_yaml
+
+        tree = load_yaml(text, config_path) or {}
         if not isinstance(tree, dict):
             raise UsageError(f"{config_path} must hold a mapping of sections, got {type(tree).__name__}")
     for key, value in (overrides or {}).items():

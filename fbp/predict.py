@@ -12,6 +12,7 @@ memory-mapped scratch file, not in RAM.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,17 @@ class WordProbSum:
 
     def __init__(self, n_words: Sequence[int], scratch_dir: Path):
         self.offsets = np.concatenate([[0], np.cumsum(n_words)]).astype(np.int64)
-        self.rows = np.lib.format.open_memmap(scratch_dir / "word_prob_sum.npy", mode="w+", dtype=np.float32, shape=(int(self.offsets[-1]), NUM_LABELS))
+        scratch = scratch_dir / "word_prob_sum.npy"
+        self.rows = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(int(self.offsets[-1]), NUM_LABELS))
+        # A memory-mapped file is sparse: a disk that fills while it is written kills the process (SIGBUS). Its
+        # blocks are reserved now instead, so a full disk is one message before any prediction.
+        from .atomic import reserve_space
+
+        handle = os.open(scratch, os.O_RDWR)
+        try:
+            reserve_space(handle, os.fstat(handle).st_size, scratch)
+        finally:
+            os.close(handle)
 
     def add(self, essay_index: int, word_probs: np.ndarray, weight: float) -> None:
         start, end = self.offsets[essay_index], self.offsets[essay_index + 1]
@@ -222,7 +233,7 @@ def predict_directory(
     and decoder. ``blend_decoder``: a learned decoder just fitted on these members' blend (``fbp ensemble
     --fit-weights`` without ``--save-dir``), used unless ``decoding_mode`` asks for thresholds or argmax.
     """
-    from .atomic import check_output_file, remove_stale_temporaries, temporary_prefix
+    from .atomic import guard_output, outputs_together, remove_stale_temporaries, temporary_prefix
     from .html import check_report_dir
     from .io.kaggle import read_span_file
     from .io.submission import write_submission
@@ -232,11 +243,14 @@ def predict_directory(
     if batch_size < 1:
         raise UsageError(f"the batch size must be at least 1, got {batch_size}")
     # Every output is checked before any work, so a bad one is not found after minutes of prediction.
+    # One rule for all of them (fbp.atomic.guard_output): never a link, an input, or inside a run directory.
+    inputs = [*paths, input_dir, truth, decoding_file]
     if output is not None:
-        check_output_file(output, "submission")
+        guard_output(output, "submission", inputs)
     if save_probs is not None:
-        check_output_file(probs_path(save_probs), "word probabilities")
+        guard_output(probs_path(save_probs), "word probabilities", inputs)
     if html_dir is not None:
+        guard_output(html_dir, "HTML report", inputs, directory=True)
         check_report_dir(html_dir)
     paths, weights, ensemble = expand_ensemble_dir(paths, weights)
     members = resolve_members(paths)
@@ -257,7 +271,9 @@ def predict_directory(
     try:
         if scratch_parent is not None:
             remove_stale_temporaries(scratch_parent, "fbp-infer")
-        with tempfile.TemporaryDirectory(prefix=temporary_prefix("fbp-infer"), dir=scratch_parent) as scratch:
+        # All outputs are written to temporaries and put in place together at the end: a command that fails
+        # (the HTML view, a full disk) replaces none of them.
+        with outputs_together(), tempfile.TemporaryDirectory(prefix=temporary_prefix("fbp-infer"), dir=scratch_parent) as scratch:
             total = WordProbSum(essays.n_words, Path(scratch))
             predict_members(members, member_weights, essays, total, batch_size, device, on_checkpoint)
             spans = decode_all(essays, total, decoding, decoder)
@@ -267,6 +283,10 @@ def predict_directory(
             if save_probs is not None:
                 saved = probs_path(save_probs)
                 save_word_probs(saved, {essay_id: total.essay(i) for i, essay_id in enumerate(essays.ids)})
+            if html_dir is not None:
+                from .html import write_html_report
+
+                write_html_report(html_dir, zip(essays.ids, essays.texts()), spans, truth_spans)
     except BaseException:
         for folder in reversed(created):
             try:
@@ -274,10 +294,6 @@ def predict_directory(
             except OSError:
                 break  # not empty: something was written there after all
         raise
-    if html_dir is not None:
-        from .html import write_html_report
-
-        write_html_report(html_dir, zip(essays.ids, essays.texts()), spans, truth_spans)
     n_checkpoints = sum(len(member.checkpoints) for member in members)
     return PredictionResult(len(essays.ids), spans, output, saved, html_dir, decoding, decoding_source, n_checkpoints, warnings, decoder is not None)
 

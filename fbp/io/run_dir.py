@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import __version__
@@ -208,6 +207,9 @@ class RunDir:
 
     def lock(self, command: str = "fbp train") -> "RunLock":
         """The run directory's lock (a context manager): one writer at a time, a stale lock taken over."""
+        from ..atomic import refuse_links_inside
+
+        refuse_links_inside(self.path, "run directory")  # fbp writes and deletes in it: nothing there may lead elsewhere
         return RunLock(self.path, command)
 
     def resumable_checkpoint(self, fold: int) -> Optional[Path]:
@@ -277,7 +279,21 @@ class RunDir:
         """The resolved config tree of ``config.yaml`` (empty when there is none)."""
         if not self.config_path.exists():
             return {}
-        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        from .yamlfile import load_yaml
+
+        try:
+            text = self.config_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise FbpError(f"cannot read {self.config_path}: {error}") from None
+        try:
+            tree = load_yaml(text, self.config_path)
+        except UsageError as error:
+            raise FbpError(str(error)) from None
+        if tree is None:
+            return {}
+        if not isinstance(tree, dict) or not all(isinstance(value, (dict, type(None), str)) for value in tree.values()):
+            raise FbpError(f"{self.config_path}: not a run's config (expected a mapping of sections: data, model, training, ...); the run is damaged")
+        return tree
 
     def read_summary(self) -> Optional[RunRecord]:
         """``run.json``, validated; None when the run has none yet."""
