@@ -338,7 +338,7 @@ def _model_name_near(directory: Path) -> Optional[str]:
     config_file = directory / "config.json"
     try:
         model_config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, RecursionError):
         return None
     architectures = model_config.get("architectures") or [None]
     return model_config.get("_name_or_path") or model_config.get("model_type") or architectures[0]

@@ -144,7 +144,7 @@ def read_decoding(path: Path) -> DecodingConfig:
 
     try:
         stored = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise FbpError(f"cannot read decoding thresholds from {path}: {error}") from None
     return validate_decoding(stored, str(path))
 

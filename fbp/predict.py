@@ -261,6 +261,9 @@ def predict_directory(
     essays = EssayDir.scan(input_dir)
     truth_spans = read_span_file(truth, "truth")[0] if truth is not None else None
     warnings = [warning for member in members for warning in _unfinished_run_warnings(member)]
+    if essays.skipped:
+        shown = ", ".join(essays.skipped[:5]) + (", ..." if len(essays.skipped) > 5 else "")
+        warnings.append(f"skipped {len(essays.skipped)} *.txt name(s) in {input_dir} that are not regular files ({shown}): folders, named pipes or dangling links")
     if essays.empty:
         shown = ", ".join(f"{essay_id}.txt" for essay_id in essays.empty[:5]) + (", ..." if len(essays.empty) > 5 else "")
         warnings.append(f"{len(essays.empty)} empty essay(s) ({shown}): no words, so no spans predicted for them")

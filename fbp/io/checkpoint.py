@@ -109,7 +109,7 @@ def read_checkpoint_meta(directory: Union[str, Path]) -> CheckpointMeta:
     try:
         stored = json.loads((directory / FBP_META_FILE).read_text(encoding="utf-8"))
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise FbpError(f"{directory}: unreadable checkpoint metadata ({error})") from None
     if not isinstance(stored, dict):
         raise FbpError(f"{directory / FBP_META_FILE}: expected a JSON object (window length, stride, ...), found a {type(stored).__name__}")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import __version__
 from ..atomic import remove_stale_temporaries, write_atomic
@@ -47,11 +47,13 @@ def validated(record_type: Any, content: Any, source: Union[str, Path]) -> Any:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise FbpError(f"{source}: '{where}' {first['msg'].lower()} (got {first.get('input')!r})") from None
+        shown = repr(first.get("input"))
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise FbpError(f"{source}: '{where}' {first['msg'].lower()} (got {shown})") from None
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # no NaN or infinite figure is believed
 
     def to_dict(self) -> Dict[str, Any]:
         return self.model_dump(mode="json", exclude_unset=True)
@@ -72,7 +74,7 @@ class EpochRecord(_Record):
 class FoldRecord(_Record):
     """A finished fold: its best epoch (the one its checkpoint holds) and every epoch's numbers."""
 
-    fold: int
+    fold: int = Field(ge=0, le=1000)
     best_epoch: Optional[Union[int, float]] = None
     best_f1: Optional[float] = None
     seconds: Optional[float] = None
@@ -97,7 +99,7 @@ class RunRecord(_Record):
     cv_per_class_tuned: Dict[str, Optional[float]] = {}
     cv_f1_learned: Optional[float] = None  # the learned span decoder, cross-fitted
     cv_per_class_learned: Dict[str, Optional[float]] = {}
-    decoder: Optional[str] = None  # the decoding the run uses: "learned" or "thresholds" (None: thresholds, runs made before)
+    decoder: Optional[Literal["learned", "thresholds"]] = None  # the decoding the run uses: "learned" or "thresholds" (None: thresholds, runs made before)
     train_seconds: Optional[float] = None
     folds: List[FoldRecord] = []
 
@@ -340,7 +342,7 @@ CHECKPOINT_EVAL_FILE = "fbp_eval.npz"
 def _complete_trainer_checkpoint(path: Path) -> bool:
     try:
         json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return False
     return (path / CHECKPOINT_EVAL_FILE).is_file() and any(path.glob("*.safetensors"))
 
@@ -350,6 +352,6 @@ def read_run_json(path: Union[str, Path]) -> RunRecord:
     path = Path(path)
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise FbpError(f"cannot read {path}: {error}") from None
     return RunRecord.from_content(content, path)
