@@ -116,6 +116,9 @@ def refuse_symlink(path: Path, what: str = "output") -> None:
         raise FbpError(f"{what} {path} is a symbolic link (to {target}); fbp never writes or deletes through a link: give the real path")
 
 
+NOT_OURS = ("wandb",)  # folders other tools keep inside a run (wandb's offline runs, with its own links); fbp never deletes there
+
+
 def refuse_links_inside(root: Path, what: str = "directory") -> None:
     """Refuse a directory fbp writes and deletes in (a run) when it or anything inside it is a symbolic link: a
     link (``RUN/.work`` to a scratch disk, say) would make fbp write and delete files it does not own."""
@@ -124,6 +127,9 @@ def refuse_links_inside(root: Path, what: str = "directory") -> None:
     if not root.is_dir():
         return
     for folder, subfolders, files in os.walk(root, followlinks=False):
+        if Path(folder) == root:
+            subfolders[:] = [name for name in subfolders if name not in NOT_OURS]
+            files = [name for name in files if name not in NOT_OURS]
         for name in subfolders + files:
             path = Path(folder) / name
             if path.is_symlink():

@@ -40,9 +40,9 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     processed_dir: Path = Field(Path("data/processed"), description="Output of `fbp preprocess`.")
-    folds: Optional[int] = Field(None, ge=2, description="Number of folds; None keeps the folds made by preprocess.")
+    folds: Optional[int] = Field(None, ge=2, le=1000, description="Number of folds; None keeps the folds made by preprocess.")
     train_folds: Optional[List[int]] = Field(None, description="Folds to train (`--fold K`); None trains all.")
-    max_essays: Optional[int] = Field(None, ge=2, description="Use only this many essays (a fixed random subset) for quick runs.")
+    max_essays: Optional[int] = Field(None, ge=2, le=100_000_000, description="Use only this many essays (a fixed random subset) for quick runs.")
 
 
 class ModelConfig(Section):
@@ -54,8 +54,8 @@ class ModelConfig(Section):
 
 
 class WindowsConfig(Section):
-    max_length: int = Field(512, ge=16, description="Tokens per window, special tokens included.")
-    stride: int = Field(128, ge=0, description="Tokens shared by consecutive windows of one essay.")
+    max_length: int = Field(512, ge=16, le=1_000_000, description="Tokens per window, special tokens included.")
+    stride: int = Field(128, ge=0, le=1_000_000, description="Tokens shared by consecutive windows of one essay.")
     label_subtokens: Literal["first", "all"] = Field("first", description="Train on the first sub-token of a word, or all of them.")
 
     @model_validator(mode="after")
@@ -66,27 +66,27 @@ class WindowsConfig(Section):
 
 
 class TrainingConfig(Section):
-    epochs: int = Field(3, ge=1)
-    learning_rate: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    epochs: int = Field(3, ge=1, le=10_000)
+    learning_rate: float = Field(2e-4, gt=0, le=10)
+    weight_decay: float = Field(0.01, ge=0, le=100)
     warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of the training steps spent warming up.")
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] = "linear"
-    batch_size: int = Field(4, ge=1, description="Windows per device per step.")
-    eval_batch_size: int = Field(32, ge=1)
-    gradient_accumulation: int = Field(1, ge=1)
-    adam_epsilon: float = Field(1e-8, gt=0)
+    batch_size: int = Field(4, ge=1, le=1_000_000, description="Windows per device per step.")
+    eval_batch_size: int = Field(32, ge=1, le=1_000_000)
+    gradient_accumulation: int = Field(1, ge=1, le=1_000_000)
+    adam_epsilon: float = Field(1e-8, gt=0, le=1)
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU.")
     group_by_length: bool = Field(True, description="Batch windows of similar length (dynamic padding wastes almost nothing), the batches in random order.")
-    early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop a fold after this many epochs without a better F1 (off by default).")
+    early_stopping_patience: Optional[int] = Field(None, ge=1, le=10_000, description="Stop a fold after this many epochs without a better F1 (off by default).")
     tune_thresholds: bool = Field(True, description="After training, tune the decoding thresholds on the out-of-fold probabilities (saved for infer; cross-fitted F1 in run.json).")
     learned_decoding: bool = Field(True, description="After training, fit the learned span decoder on the out-of-fold probabilities (cross-fitted F1 in run.json); the run uses it when it beats the tuned thresholds out of fold.")
     class_weights: Optional[Dict[str, float]] = Field(None, description="Weight of each class's words (B- and I-) in the training loss, e.g. {Counterclaim: 3, Rebuttal: 3}; classes left out (and O) weigh 1.")
-    begin_weight: float = Field(1.0, gt=0, description="Weight of each B- label (a span's first word) in the training loss, times its class's weight: a model that learns where spans begin splits them where they should be.")
+    begin_weight: float = Field(1.0, gt=0, le=1e6, description="Weight of each B- label (a span's first word) in the training loss, times its class's weight: a model that learns where spans begin splits them where they should be.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (0 to 2**32 - 1).")
-    dataloader_workers: int = Field(0, ge=0)
+    dataloader_workers: int = Field(0, ge=0, le=1024)
 
     @field_validator("class_weights")
     @classmethod
@@ -96,9 +96,9 @@ class TrainingConfig(Section):
         unknown = sorted(set(value) - set(CLASSES))
         if unknown:
             raise ValueError(f"unknown class {unknown}; allowed: {', '.join(CLASSES)}")
-        bad = {name: weight for name, weight in value.items() if not weight > 0}
+        bad = {name: weight for name, weight in value.items() if not 0 < weight <= 1e6}
         if bad:
-            raise ValueError(f"class weights must be positive, got {bad}")
+            raise ValueError(f"class weights must be positive (at most 1e6), got {bad}")
         return value
 
 
@@ -132,6 +132,15 @@ def validate_decoding(stored: Any, source: str) -> DecodingConfig:
         raise FbpError(f"{source}: invalid decoding thresholds ({shown}{first['msg'].removeprefix('Value error, ')})") from None
 
 
+def check_complete_decoding(decoding: DecodingConfig, source: str) -> DecodingConfig:
+    """Thresholds stored by fbp name every class: a class missing from a stored file means it was damaged."""
+    for field in ("min_words", "min_confidence"):
+        missing = [name for name in CLASSES if name not in getattr(decoding, field)]
+        if missing:
+            raise FbpError(f"{source}: invalid decoding thresholds ({field} has no value for {', '.join(missing[:3])})")
+    return decoding
+
+
 def _short(value: Any, limit: int = 80) -> str:
     """A value as shown in a message: its repr, cut to ``limit`` characters (messages stay short)."""
     text = repr(value)
@@ -146,7 +155,7 @@ def read_decoding(path: Path) -> DecodingConfig:
         stored = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise FbpError(f"cannot read decoding thresholds from {path}: {error}") from None
-    return validate_decoding(stored, str(path))
+    return check_complete_decoding(validate_decoding(stored, str(path)), str(path))
 
 
 class TrackingConfig(Section):

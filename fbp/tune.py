@@ -167,12 +167,17 @@ def open_study(storage_url: str, study_name: str, seed: int) -> Tuple["optuna.St
             storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
         )
+        # Seeded by how far the study got, so that a resumed search does not replay the first trials' values.
+        # Reading the trials is part of opening: a damaged database fails here, with the message below.
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     except (SQLAlchemyError, ImportError) as error:
-        raise FbpError(f"cannot open the Optuna storage '{storage_url}': {str(error).splitlines()[0]}") from None
-    except ValueError as error:  # e.g. an existing study of the same name that minimises
-        raise FbpError(f"cannot use study '{study_name}' in '{storage_url}': {error}") from None
-    # Seeded by how far the study got, so that a resumed search does not replay the first trials' values.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+        raise FbpError(f"cannot open the Optuna storage '{storage_url}': {str(error).splitlines()[0][:300]} "
+                       "(a damaged study database: move it aside to start a new search)") from None
+    except RuntimeError as error:  # optuna: a schema it does not know (damaged, or written by another optuna version)
+        raise FbpError(f"cannot open the Optuna storage '{storage_url}': its tables are damaged or of another optuna version "
+                       f"({str(error).splitlines()[0][:200]})") from None
+    except (ValueError, KeyError, TypeError) as error:  # e.g. an existing study of the same name that minimises
+        raise FbpError(f"cannot use study '{study_name}' in '{storage_url}': {str(error)[:300]}") from None
     return study, storage
 
 

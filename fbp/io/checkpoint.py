@@ -106,11 +106,7 @@ def read_checkpoint_meta(directory: Union[str, Path]) -> CheckpointMeta:
     directory = Path(directory)
     if not is_checkpoint(directory):
         raise FbpError(f"{directory} is not an fbp checkpoint (no {FBP_META_FILE} and config.json)")
-    try:
-        stored = json.loads((directory / FBP_META_FILE).read_text(encoding="utf-8"))
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise FbpError(f"{directory}: unreadable checkpoint metadata ({error})") from None
+    stored, config = (_read_json(directory / name) for name in (FBP_META_FILE, "config.json"))
     if not isinstance(stored, dict):
         raise FbpError(f"{directory / FBP_META_FILE}: expected a JSON object (window length, stride, ...), found a {type(stored).__name__}")
     if not isinstance(config, dict) or not isinstance(config.get("id2label") or {}, dict):
@@ -126,10 +122,21 @@ def read_checkpoint_meta(directory: Union[str, Path]) -> CheckpointMeta:
         problem = error.errors()[0]
         where = ".".join(map(str, problem["loc"])) or "fbp.json"
         raise FbpError(f"{directory / FBP_META_FILE}: {where}: {problem['msg']} (got {str(problem.get('input'))[:80]!r})") from None
+    if meta.decoding is not None:
+        from ..config import check_complete_decoding
+
+        check_complete_decoding(meta.decoding, str(directory / FBP_META_FILE))
     positions = config.get("max_position_embeddings")
     if isinstance(positions, int) and not isinstance(positions, bool) and meta.max_length > positions:
         raise FbpError(f"{directory / FBP_META_FILE}: max_length {meta.max_length} is more than the model's {positions} positions (config.json)")
     return meta
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise FbpError(f"{path}: unreadable checkpoint metadata ({str(error)[:200]})") from None
 
 
 def load_checkpoint(directory: Union[str, Path], device: Optional[str] = None) -> Checkpoint:
@@ -146,7 +153,8 @@ def load_checkpoint(directory: Union[str, Path], device: Optional[str] = None) -
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(directory)
-            model, loading = AutoModelForTokenClassification.from_pretrained(directory, use_safetensors=True, output_loading_info=True)
+            model, loading = AutoModelForTokenClassification.from_pretrained(directory, use_safetensors=True, output_loading_info=True,
+                                                                             ignore_mismatched_sizes=True)  # reported below, naming the file
     except (OSError, ValueError, SafetensorError, RuntimeError) as error:
         raise FbpError(f"cannot load checkpoint {directory}: {_load_problem(error)}") from None
     check_complete_weights(directory, model, loading)

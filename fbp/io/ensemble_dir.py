@@ -65,9 +65,9 @@ class EnsembleDir:
 
         if not all(isinstance(member, str) and member and "\0" not in member for member in members):
             raise FbpError(f"{self.file}: members must be paths (non-empty strings)")
-        if not all(isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight >= 0 for weight in weights):
-            shown = next(weight for weight in weights if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight >= 0))
-            raise FbpError(f"{self.file}: weights must be finite numbers of at least 0, got {str(shown)[:40]!r}")
+        if not all(isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and 0 <= weight <= 1 for weight in weights):
+            shown = next(weight for weight in weights if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and 0 <= weight <= 1))
+            raise FbpError(f"{self.file}: weights must be numbers from 0 to 1 (fbp stores them normalised), got {str(shown)[:40]!r}")
         if not sum(weights) > 0:
             raise FbpError(f"{self.file}: the weights add up to 0")
         if not isinstance(stored.get("info", {}), (dict, type(None))):

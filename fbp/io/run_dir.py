@@ -10,11 +10,12 @@ schema (:class:`RunRecord`) and one writer (:meth:`RunDir.write_summary`); every
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import __version__
 from ..atomic import remove_stale_temporaries, write_atomic
@@ -30,6 +31,12 @@ class TruthNotFound(FbpError):
         super().__init__(message)
         self.exit_code = exit_code
 
+
+# Settings every fbp version wrote into a run's config.yaml: one missing means the file was damaged. Settings added
+# later are absent from older runs and read as their default.
+CORE_SETTINGS = ("data.processed_dir", "model.name", "windows.max_length", "windows.stride", "windows.label_subtokens",
+                 "training.epochs", "training.learning_rate", "training.batch_size", "training.seed", "decoding.min_words",
+                 "decoding.min_confidence")
 
 # Settings that may change between invocations on the same run directory without making it another run.
 RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size", "training.learned_decoding")
@@ -56,28 +63,57 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # no NaN or infinite figure is believed
 
     def to_dict(self) -> Dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
+        return _finite_or_none(self.model_dump(mode="json", exclude_unset=True))
+
+
+def _finite_or_none(value: Any) -> Any:
+    """A record as written: a NaN or infinite figure (a diverged training's loss) is stored as null, which reads back."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def _only_classes(value: Dict[str, Any]) -> Dict[str, Any]:
+    from ..labels import CLASSES
+
+    unknown = [name for name in value if name not in CLASSES]
+    if unknown:
+        raise ValueError(f"unknown class {unknown[0][:40]!r}")
+    return value
+
+
+Score = Optional[Annotated[float, Field(ge=0, le=1)]]  # an F1
+Amount = Optional[Annotated[float, Field(ge=0, le=1e9)]]  # seconds, a loss
 
 
 class EpochRecord(_Record):
     """One epoch of one fold: mean training loss, validation loss, F1, per-class F1, whether it was kept."""
 
-    epoch: Union[int, float]
-    loss: Optional[float] = None
-    eval_loss: Optional[float] = None
-    f1: Optional[float] = None
-    per_class: Dict[str, Optional[float]] = {}
+    epoch: Union[Annotated[int, Field(ge=0, le=100_000)], Annotated[float, Field(ge=0, le=100_000)]]
+    loss: Amount = None
+    eval_loss: Amount = None
+    f1: Score = None
+    per_class: Dict[str, Score] = {}
     saved: Optional[bool] = None
-    seconds: Optional[float] = None
+    seconds: Amount = None
+
+    @field_validator("per_class")
+    @classmethod
+    def _known_classes(cls, value: Dict[str, Any]) -> Dict[str, Any]:
+        return _only_classes(value)
 
 
 class FoldRecord(_Record):
     """A finished fold: its best epoch (the one its checkpoint holds) and every epoch's numbers."""
 
     fold: int = Field(ge=0, le=1000)
-    best_epoch: Optional[Union[int, float]] = None
-    best_f1: Optional[float] = None
-    seconds: Optional[float] = None
+    best_epoch: Optional[Union[Annotated[int, Field(ge=0, le=100_000)], Annotated[float, Field(ge=0, le=100_000)]]] = None
+    best_f1: Score = None
+    seconds: Amount = None
     epochs: List[EpochRecord] = []
 
 
@@ -88,20 +124,31 @@ class RunRecord(_Record):
     model: Optional[str] = None
     fbp_version: Optional[str] = None
     created: Optional[str] = None
-    status: str = "complete"
+    status: Literal["complete", "running", "partial", "interrupted"] = "complete"
     processed_dir: Optional[str] = None  # absolute, so evaluate and ensemble find the truth from anywhere
     processed_fingerprint: Optional[str] = None  # of the processed data trained on: a resume against other data refuses
     config: Dict[str, Any] = {}
-    cv_f1: Optional[float] = None  # macro F1 of all out-of-fold predictions, configured thresholds
-    cv_per_class: Dict[str, Optional[float]] = {}
-    cv_essays: Optional[int] = None
-    cv_f1_tuned: Optional[float] = None  # thresholds tuned out of fold, cross-fitted
-    cv_per_class_tuned: Dict[str, Optional[float]] = {}
-    cv_f1_learned: Optional[float] = None  # the learned span decoder, cross-fitted
-    cv_per_class_learned: Dict[str, Optional[float]] = {}
+    cv_f1: Score = None  # macro F1 of all out-of-fold predictions, configured thresholds
+    cv_per_class: Dict[str, Score] = {}
+    cv_essays: Optional[Annotated[int, Field(ge=0, le=100_000_000)]] = None
+    cv_f1_tuned: Score = None  # thresholds tuned out of fold, cross-fitted
+    cv_per_class_tuned: Dict[str, Score] = {}
+    cv_f1_learned: Score = None  # the learned span decoder, cross-fitted
+    cv_per_class_learned: Dict[str, Score] = {}
     decoder: Optional[Literal["learned", "thresholds"]] = None  # the decoding the run uses: "learned" or "thresholds" (None: thresholds, runs made before)
-    train_seconds: Optional[float] = None
+    train_seconds: Amount = None
     folds: List[FoldRecord] = []
+
+    @model_validator(mode="after")
+    def _complete_runs_have_folds(self) -> "RunRecord":
+        if self.status in ("complete", "partial") and not self.folds:
+            raise ValueError(f"a {self.status} run must record its folds")
+        return self
+
+    @field_validator("cv_per_class", "cv_per_class_tuned", "cv_per_class_learned")
+    @classmethod
+    def _known_classes(cls, value: Dict[str, Any]) -> Dict[str, Any]:
+        return _only_classes(value)
 
     @classmethod
     def from_content(cls, content: Any, source: Union[str, Path]) -> "RunRecord":
@@ -295,6 +342,15 @@ class RunDir:
             return {}
         if not isinstance(tree, dict) or not all(isinstance(value, (dict, type(None), str)) for value in tree.values()):
             raise FbpError(f"{self.config_path}: not a run's config (expected a mapping of sections: data, model, training, ...); the run is damaged")
+        missing = [section for section in ("data", "model", "windows", "training", "decoding") if not isinstance(tree.get(section), dict)]
+        if missing:  # fbp writes every section: one missing means the file was damaged (defaults would be another run)
+            raise FbpError(f"{self.config_path}: the run's config lacks the section(s) {', '.join(missing)}; the run is damaged")
+        lacking = [key for key in CORE_SETTINGS if key.split(".")[1] not in tree[key.split(".")[0]]]
+        if lacking:  # settings every fbp wrote: one missing is damage, not an old run (newer ones read as their default)
+            raise FbpError(f"{self.config_path}: the run's config lacks {', '.join(lacking[:3])}; the run is damaged")
+        from ..config import check_complete_decoding
+
+        check_complete_decoding(validate_decoding(tree["decoding"], str(self.config_path)), str(self.config_path))
         return tree
 
     def read_summary(self) -> Optional[RunRecord]:
