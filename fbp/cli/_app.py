@@ -97,9 +97,17 @@ def main() -> None:
     import signal
 
     try:
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread (an embedding program): leave its handlers alone
-        pass
+        previous = None
+    try:
+        _run_app()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_app() -> None:
     try:
         app()
     except FbpError as error:
