@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import typer
 
 from .. import __version__
-from ..errors import FbpError, describe_os_error
+from ..errors import FbpError, describe_os_error, disk_full_reason
 
 from rich.console import Console
 from rich.markup import escape
@@ -124,4 +124,10 @@ def _run_app() -> None:
         if _state["debug"]:
             raise
         err_console.print(f"[bold red]error:[/] {escape(describe_os_error(error))}", highlight=False)
+        sys.exit(1)
+    except Exception as error:  # noqa: BLE001 - torch's "iostream error", safetensors' "No space left on device"
+        reason = disk_full_reason(error)
+        if reason is None or _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(reason)}: {escape(str(error).splitlines()[0][:200])}", highlight=False)
         sys.exit(1)
