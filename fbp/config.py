@@ -137,12 +137,12 @@ def validate_decoding(stored: Any, source: str) -> ThresholdConfig:
         raise FbpError(f"{source}: invalid decoding thresholds ({shown}{first['msg'].removeprefix('Value error, ')})") from None
 
 
-def check_complete_decoding(decoding: DecodingConfig, source: str) -> DecodingConfig:
-    """Thresholds stored by fbp name every class: a class missing from a stored file means it was damaged."""
-    for field in ("min_words", "min_confidence"):
-        missing = [name for name in CLASSES if name not in getattr(decoding, field)]
-        if missing:
-            raise FbpError(f"{source}: invalid decoding thresholds ({field} has no value for {', '.join(missing[:3])})")
+def check_complete_decoding(decoding: "ThresholdConfig", source: str) -> "ThresholdConfig":
+    """Stored thresholds name both tables: one missing would silently become fbp's defaults. (A class absent from a
+    table has no minimum: that is a meaning of its own, which a config may choose.)"""
+    missing = [field for field in ("min_words", "min_confidence") if field not in decoding.model_fields_set]
+    if missing:
+        raise FbpError(f"{source}: invalid decoding thresholds (no {' and no '.join(missing)})")
     return decoding
 
 

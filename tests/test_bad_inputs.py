@@ -536,6 +536,7 @@ CASES = [
     Case("infer-save-probs-over-oof", _in_run("infer", "-i", str(Path(__file__)), "-o", "s.csv", "--save-probs", "RUN/oof_word_probs.npz"), 1, ["oof_word_probs.npz"]),
     Case("infer-output-over-an-input-essay", _infer_over_input_essay, 1, ["essays", "input"]),
     Case("infer-html-into-the-run", _in_run("infer", "-i", str(Path(__file__)), "-o", "s.csv", "--html", "RUN/view"), 1, ["view", "run"]),
+    Case("ensemble-save-dir-into-a-run", _in_run("ensemble", "--fit-weights", "--save-dir", "RUN/ens"), 1, ["ens", "run"]),
     Case("quickstart-over-a-users-submission", _quickstart_over_users("submission.csv"), 1, ["submission.csv", "quickstart"]),
     Case("quickstart-over-a-users-html", _quickstart_over_users("html"), 1, ["html", "quickstart"]),
     # Family 3.

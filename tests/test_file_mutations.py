@@ -119,9 +119,10 @@ def text_mutations(text: str) -> Iterator[Tuple[str, str]]:
 
 
 # Keys whose absence has a documented meaning that no command hides: a run.json figure not computed (compare and
-# evaluate show it as missing, "-"), a checkpoint saved without thresholds (decodes with fbp's defaults, and says
-# so). Removing them is allowed to read; any other value in them must still be valid.
-OPTIONAL_REMOVALS = {"run.json": ("cv_f1", "cv_per_class", "cv_essays", "cv_f1_tuned", "cv_per_class_tuned", "cv_f1_learned",
+# evaluate show it as missing, "-"), a fold not recorded (fbp train trains it again: recomputed, never wrong), a
+# checkpoint saved without thresholds (decodes with fbp's defaults, and says so). Removing them is allowed to read;
+# any other value in them must still be valid.
+OPTIONAL_REMOVALS = {"run.json": ("folds", "cv_f1", "cv_per_class", "cv_essays", "cv_f1_tuned", "cv_per_class_tuned", "cv_f1_learned",
                                   "cv_per_class_learned", "train_seconds", "decoder", "seconds", "loss", "eval_loss", "saved",
                                   "best_f1", "best_epoch", "f1", "per_class", "epochs", "info"),
                      "fbp.json": ("decoding",), "ensemble.json": ("info",), "learned_decoder.json": ("info",)}
@@ -131,6 +132,8 @@ def optional_removal(file: Path, mutation: str) -> bool:
     if not mutation.endswith(" removed"):
         return False
     parts = mutation.removesuffix(" removed").split(".")
+    if len(parts) >= 2 and parts[-2] in ("min_words", "min_confidence"):
+        return True  # a class without a threshold has no minimum: a meaning a config may choose (fbp.decode)
     allowed = OPTIONAL_REMOVALS.get(file.name, ())
     # Inside an optional figure (one class's F1 of cv_per_class, one epoch of a fold's record): the same rule.
     return any(part in allowed for part in parts) or (file.name == "run.json" and parts[-1].isdigit() and parts[-2] in ("folds", "epochs"))
