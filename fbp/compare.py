@@ -205,8 +205,7 @@ def training_status(run: RunDir, recorded: str) -> str:
     import socket
     import time
 
-    from .atomic import pid_alive, process_start
-    from .io.run_dir import RunLock
+    from .io.lock import RunLock, holder_running
 
     if recorded == "complete":
         return "complete"
@@ -214,7 +213,7 @@ def training_status(run: RunDir, recorded: str) -> str:
     if holder:
         pid, host = holder.get("pid"), holder.get("host")
         if host == socket.gethostname() and isinstance(pid, int):
-            if pid_alive(pid) and holder.get("process_start") in (None, process_start(pid)):  # not a reused pid
+            if holder_running(holder):
                 return "running"
         elif time.time() - _last_write(run) < RECENT_SECONDS:
             return "running"  # locked on another host and written to recently
@@ -339,7 +338,7 @@ def _model_name_near(directory: Path) -> Optional[str]:
     config_file = directory / "config.json"
     try:
         model_config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, RecursionError):
         return None
     architectures = model_config.get("architectures") or [None]
     return model_config.get("_name_or_path") or model_config.get("model_type") or architectures[0]

@@ -8,7 +8,7 @@ error naming the key, never a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,7 +25,8 @@ def _takes_bool(annotation: Any) -> bool:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No NaN or infinity anywhere: an infinite learning rate or class weight trains nothing and fails late.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -39,9 +40,9 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     processed_dir: Path = Field(Path("data/processed"), description="Output of `fbp preprocess`.")
-    folds: Optional[int] = Field(None, ge=2, description="Number of folds; None keeps the folds made by preprocess.")
+    folds: Optional[int] = Field(None, ge=2, le=1000, description="Number of folds; None keeps the folds made by preprocess.")
     train_folds: Optional[List[int]] = Field(None, description="Folds to train (`--fold K`); None trains all.")
-    max_essays: Optional[int] = Field(None, ge=2, description="Use only this many essays (a fixed random subset) for quick runs.")
+    max_essays: Optional[int] = Field(None, ge=2, le=100_000_000, description="Use only this many essays (a fixed random subset) for quick runs.")
 
 
 class ModelConfig(Section):
@@ -53,8 +54,8 @@ class ModelConfig(Section):
 
 
 class WindowsConfig(Section):
-    max_length: int = Field(512, ge=16, description="Tokens per window, special tokens included.")
-    stride: int = Field(128, ge=0, description="Tokens shared by consecutive windows of one essay.")
+    max_length: int = Field(512, ge=16, le=1_000_000, description="Tokens per window, special tokens included.")
+    stride: int = Field(128, ge=0, le=1_000_000, description="Tokens shared by consecutive windows of one essay.")
     label_subtokens: Literal["first", "all"] = Field("first", description="Train on the first sub-token of a word, or all of them.")
 
     @model_validator(mode="after")
@@ -65,27 +66,27 @@ class WindowsConfig(Section):
 
 
 class TrainingConfig(Section):
-    epochs: int = Field(3, ge=1)
-    learning_rate: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    epochs: int = Field(3, ge=1, le=10_000)
+    learning_rate: float = Field(2e-4, gt=0, le=10)
+    weight_decay: float = Field(0.01, ge=0, le=100)
     warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of the training steps spent warming up.")
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] = "linear"
-    batch_size: int = Field(4, ge=1, description="Windows per device per step.")
-    eval_batch_size: int = Field(32, ge=1)
-    gradient_accumulation: int = Field(1, ge=1)
-    adam_epsilon: float = Field(1e-8, gt=0)
+    batch_size: int = Field(4, ge=1, le=1_000_000, description="Windows per device per step.")
+    eval_batch_size: int = Field(32, ge=1, le=1_000_000)
+    gradient_accumulation: int = Field(1, ge=1, le=1_000_000)
+    adam_epsilon: float = Field(1e-8, gt=0, le=1)
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU.")
     group_by_length: bool = Field(True, description="Batch windows of similar length (dynamic padding wastes almost nothing), the batches in random order.")
-    early_stopping_patience: Optional[int] = Field(None, ge=1, description="Stop a fold after this many epochs without a better F1 (off by default).")
+    early_stopping_patience: Optional[int] = Field(None, ge=1, le=10_000, description="Stop a fold after this many epochs without a better F1 (off by default).")
     tune_thresholds: bool = Field(True, description="After training, tune the decoding thresholds on the out-of-fold probabilities (saved for infer; cross-fitted F1 in run.json).")
     learned_decoding: bool = Field(True, description="After training, fit the learned span decoder on the out-of-fold probabilities (cross-fitted F1 in run.json); the run uses it when it beats the tuned thresholds out of fold.")
     class_weights: Optional[Dict[str, float]] = Field(None, description="Weight of each class's words (B- and I-) in the training loss, e.g. {Counterclaim: 3, Rebuttal: 3}; classes left out (and O) weigh 1.")
-    begin_weight: float = Field(1.0, gt=0, description="Weight of each B- label (a span's first word) in the training loss, times its class's weight: a model that learns where spans begin splits them where they should be.")
-    seed: int = 42
-    dataloader_workers: int = Field(0, ge=0)
+    begin_weight: float = Field(1.0, gt=0, le=1e6, description="Weight of each B- label (a span's first word) in the training loss, times its class's weight: a model that learns where spans begin splits them where they should be.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (0 to 2**32 - 1).")
+    dataloader_workers: int = Field(0, ge=0, le=1024)
 
     @field_validator("class_weights")
     @classmethod
@@ -95,9 +96,9 @@ class TrainingConfig(Section):
         unknown = sorted(set(value) - set(CLASSES))
         if unknown:
             raise ValueError(f"unknown class {unknown}; allowed: {', '.join(CLASSES)}")
-        bad = {name: weight for name, weight in value.items() if not weight > 0}
+        bad = {name: weight for name, weight in value.items() if not 0 < weight <= 1e6}
         if bad:
-            raise ValueError(f"class weights must be positive, got {bad}")
+            raise ValueError(f"class weights must be positive (at most 1e6), got {bad}")
         return value
 
 
@@ -106,10 +107,10 @@ class ThresholdConfig(Section):
     per class, a minimum number of words and a minimum mean class probability. Defaults are the values the
     competition's public notebooks converged on."""
 
-    min_words: Dict[str, int] = Field(
+    min_words: Dict[str, Annotated[int, Field(ge=0, le=100_000)]] = Field(
         default_factory=lambda: {"Lead": 9, "Position": 5, "Claim": 3, "Counterclaim": 6, "Rebuttal": 4, "Evidence": 14, "Concluding Statement": 11}
     )
-    min_confidence: Dict[str, float] = Field(
+    min_confidence: Dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=lambda: {"Lead": 0.7, "Position": 0.55, "Claim": 0.55, "Counterclaim": 0.5, "Rebuttal": 0.55, "Evidence": 0.65, "Concluding Statement": 0.7}
     )
 
@@ -130,7 +131,25 @@ def validate_decoding(stored: Any, source: str) -> ThresholdConfig:
     try:
         return ThresholdConfig.model_validate(stored)
     except ValidationError as error:
-        raise FbpError(f"{source}: invalid decoding thresholds ({error.errors()[0]['msg']})") from None
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        shown = f"{where} = {_short(first.get('input'))}: " if where else ""
+        raise FbpError(f"{source}: invalid decoding thresholds ({shown}{first['msg'].removeprefix('Value error, ')})") from None
+
+
+def check_complete_decoding(decoding: "ThresholdConfig", source: str) -> "ThresholdConfig":
+    """Stored thresholds name both tables: one missing would silently become fbp's defaults. (A class absent from a
+    table has no minimum: that is a meaning of its own, which a config may choose.)"""
+    missing = [field for field in ("min_words", "min_confidence") if field not in decoding.model_fields_set]
+    if missing:
+        raise FbpError(f"{source}: invalid decoding thresholds (no {' and no '.join(missing)})")
+    return decoding
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value as shown in a message: its repr, cut to ``limit`` characters (messages stay short)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_decoding(path: Path) -> ThresholdConfig:
@@ -139,9 +158,9 @@ def read_decoding(path: Path) -> ThresholdConfig:
 
     try:
         stored = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise FbpError(f"cannot read decoding thresholds from {path}: {error}") from None
-    return validate_decoding(stored, str(path))
+    return check_complete_decoding(validate_decoding(stored, str(path)), str(path))
 
 
 class TrackingConfig(Section):
@@ -250,9 +269,11 @@ def parse_sets(sets: Optional[List[str]]) -> Dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"a setting must be section.key=value, got '{item}'")
+        from .io.yamlfile import load_yaml
+
         try:
-            parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            parsed[key.strip()] = load_yaml(raw, f"--set {key.strip()}") if raw.strip() else None
+        except UsageError:
             parsed[key.strip()] = raw
     return parsed
 
@@ -277,12 +298,16 @@ def _describe(error: Dict[str, Any], tree: Dict[str, Any]) -> str:
             section = field.annotation if field is not None and isinstance(field.annotation, type) else None
             if section is None:
                 break
-        allowed = ", ".join(section.model_fields) if section is not None and issubclass(section, BaseModel) else "see the README"
-        return f"unknown key '{key}' (allowed here: {allowed})"
-    message = error["msg"].removeprefix("Value error, ")
+        names = list(section.model_fields) if section is not None and issubclass(section, BaseModel) else []
+        allowed = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "") if names else "see the README"
+        return f"unknown key '{_short(key, 60)[1:-1]}' (allowed here: {allowed})"
+    message = error["msg"].removeprefix("Value error, ")[:200]
     if error["loc"]:
-        return f"{key} = {error.get('input')!r}: {message}"
+        return f"{_short(key, 60)[1:-1]} = {_short(error.get('input'))}: {message}"
     return message
+
+
+MAX_PROBLEMS_SHOWN = 10
 
 
 def validate_config(tree: Dict[str, Any], source: str = "config") -> Config:
@@ -290,7 +315,10 @@ def validate_config(tree: Dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as error:
-        lines = [_describe(e, tree) for e in error.errors()]
+        problems = error.errors()
+        lines = [_describe(e, tree) for e in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN:,} more problems")
         raise UsageError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
 
 
@@ -311,10 +339,9 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dic
             raise FbpError(f"{config_path} is not UTF-8 text (byte {error.start}); save the config as UTF-8") from None
         except OSError as error:
             raise FbpError(f"cannot read {config_path}: {error.strerror or error}") from None
-        try:
-            tree = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            raise UsageError(f"{config_path} is not valid YAML: {error}") from None
+        from .io.yamlfile import load_yaml
+
+        tree = load_yaml(text, config_path) or {}
         if not isinstance(tree, dict):
             raise UsageError(f"{config_path} must hold a mapping of sections, got {type(tree).__name__}")
     for key, value in (overrides or {}).items():

@@ -12,6 +12,7 @@ memory-mapped scratch file, not in RAM.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +120,17 @@ class WordProbSum:
 
     def __init__(self, n_words: Sequence[int], scratch_dir: Path):
         self.offsets = np.concatenate([[0], np.cumsum(n_words)]).astype(np.int64)
-        self.rows = np.lib.format.open_memmap(scratch_dir / "word_prob_sum.npy", mode="w+", dtype=np.float32, shape=(int(self.offsets[-1]), NUM_LABELS))
+        scratch = scratch_dir / "word_prob_sum.npy"
+        self.rows = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(int(self.offsets[-1]), NUM_LABELS))
+        # A memory-mapped file is sparse: a disk that fills while it is written kills the process (SIGBUS). Its
+        # blocks are reserved now instead, so a full disk is one message before any prediction.
+        from .atomic import reserve_space
+
+        handle = os.open(scratch, os.O_RDWR)
+        try:
+            reserve_space(handle, os.fstat(handle).st_size, scratch)
+        finally:
+            os.close(handle)
 
     def add(self, essay_index: int, word_probs: np.ndarray, weight: float) -> None:
         start, end = self.offsets[essay_index], self.offsets[essay_index + 1]
@@ -255,7 +266,7 @@ def predict_directory(
     --fit-weights`` without ``--save-dir``), used unless ``decoding_mode`` asks for thresholds or argmax.
     ``runtime``: what runs the checkpoints (torch, onnx, onnx-int8, auto; :mod:`fbp.onnx_runtime`).
     """
-    from .atomic import check_output_file, remove_stale_temporaries, temporary_prefix
+    from .atomic import guard_output, outputs_together, remove_stale_temporaries, temporary_prefix
     from .html import check_report_dir
     from .io.kaggle import read_span_file
     from .io.submission import write_submission
@@ -265,11 +276,14 @@ def predict_directory(
     if batch_size < 1:
         raise UsageError(f"the batch size must be at least 1, got {batch_size}")
     # Every output is checked before any work, so a bad one is not found after minutes of prediction.
+    # One rule for all of them (fbp.atomic.guard_output): never a link, an input, or inside a run directory.
+    inputs = [*paths, input_dir, truth, decoding_file]
     if output is not None:
-        check_output_file(output, "submission")
+        guard_output(output, "submission", inputs)
     if save_probs is not None:
-        check_output_file(probs_path(save_probs), "word probabilities")
+        guard_output(probs_path(save_probs), "word probabilities", inputs)
     if html_dir is not None:
+        guard_output(html_dir, "HTML report", inputs, directory=True)
         check_report_dir(html_dir)
     from .onnx_runtime import RUNTIMES
 
@@ -284,6 +298,9 @@ def predict_directory(
     essays = EssayDir.scan(input_dir)
     truth_spans = read_span_file(truth, "truth")[0] if truth is not None else None
     warnings = [warning for member in members for warning in _unfinished_run_warnings(member)]
+    if essays.skipped:
+        shown = ", ".join(essays.skipped[:5]) + (", ..." if len(essays.skipped) > 5 else "")
+        warnings.append(f"skipped {len(essays.skipped)} *.txt name(s) in {input_dir} that are not regular files ({shown}): folders, named pipes or dangling links")
     if essays.empty:
         shown = ", ".join(f"{essay_id}.txt" for essay_id in essays.empty[:5]) + (", ..." if len(essays.empty) > 5 else "")
         warnings.append(f"{len(essays.empty)} empty essay(s) ({shown}): no words, so no spans predicted for them")
@@ -294,7 +311,9 @@ def predict_directory(
     try:
         if scratch_parent is not None:
             remove_stale_temporaries(scratch_parent, "fbp-infer")
-        with tempfile.TemporaryDirectory(prefix=temporary_prefix("fbp-infer"), dir=scratch_parent) as scratch:
+        # All outputs are written to temporaries and put in place together at the end: a command that fails
+        # (the HTML view, a full disk) replaces none of them.
+        with outputs_together(), tempfile.TemporaryDirectory(prefix=temporary_prefix("fbp-infer"), dir=scratch_parent) as scratch:
             total = WordProbSum(essays.n_words, Path(scratch))
             runtimes = predict_members(members, member_weights, essays, total, batch_size, device, on_checkpoint, runtime)
             spans = decode_all(essays, total, decoding, decoder)
@@ -304,6 +323,10 @@ def predict_directory(
             if save_probs is not None:
                 saved = probs_path(save_probs)
                 save_word_probs(saved, {essay_id: total.essay(i) for i, essay_id in enumerate(essays.ids)})
+            if html_dir is not None:
+                from .html import write_html_report
+
+                write_html_report(html_dir, zip(essays.ids, essays.texts()), spans, truth_spans)
     except BaseException:
         for folder in reversed(created):
             try:
@@ -311,10 +334,6 @@ def predict_directory(
             except OSError:
                 break  # not empty: something was written there after all
         raise
-    if html_dir is not None:
-        from .html import write_html_report
-
-        write_html_report(html_dir, zip(essays.ids, essays.texts()), spans, truth_spans)
     n_checkpoints = sum(len(member.checkpoints) for member in members)
     return PredictionResult(len(essays.ids), spans, output, saved, html_dir, decoding, decoding_source, n_checkpoints, warnings, decoder is not None, runtimes)
 

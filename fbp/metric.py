@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from .errors import FbpError
 from .labels import CLASSES
+from .predictionstrings import first_row, parse_word_lists, strings_array, word_runs
 
 SpanFrame = pd.DataFrame  # columns: id, class (or discourse_type), predictionstring
 
@@ -142,20 +143,20 @@ def parse_spans(frame: SpanFrame, source: str = "spans", first_line: Optional[in
         original = int(row_numbers[row - 1])
         return f"{source}, line {original + first_line - 1}" if first_line is not None else f"{source}, row {original}"
 
-    essay_ids = _strings(frame["id"])
-    classes = _strings(frame[class_column])
+    essay_ids = strings_array(frame["id"])
+    classes = strings_array(frame[class_column])
     for column, values in (("id", essay_ids), (class_column, classes)):
         if values.null_count:
-            raise FbpError(f"{where(_row(values.is_null()))}: empty {column}")
+            raise FbpError(f"{where(first_row(values.is_null()))}: empty {column}")
     # Class names -> codes through Arrow's dictionary (a handful of distinct strings).
     encoded = classes.dictionary_encode()
     name_codes = pd.Index(CLASSES).get_indexer(encoded.dictionary.to_pylist())
     class_codes = name_codes[encoded.indices.to_numpy(zero_copy_only=False)] if len(classes) else np.zeros(0, np.int64)
     if (class_codes < 0).any():
-        row = _row(class_codes < 0)
+        row = first_row(class_codes < 0)
         raise FbpError(f"{where(row)}: unknown class {classes[row - 1].as_py()!r} (allowed: {', '.join(CLASSES)})")
-    words, word_offsets = _parse_word_lists(frame["predictionstring"], essay_ids, where)
-    sizes, run_offsets, run_starts, run_ends = _runs(words, word_offsets)
+    words, word_offsets = parse_word_lists(frame["predictionstring"], essay_ids, where)
+    sizes, run_offsets, run_starts, run_ends = word_runs(words, word_offsets)
     return SpanSet(essay_ids, class_codes.astype(np.int64), sizes, run_offsets, run_starts, run_ends)
 
 
@@ -170,202 +171,6 @@ def span_set_from_ranges(essay_ids, class_codes: np.ndarray, starts: np.ndarray,
         raise ValueError("every span needs end > start")
     essay_ids = essay_ids if isinstance(essay_ids, pa.Array) else pa.array(np.asarray(essay_ids, dtype=object), type=pa.large_string())
     return SpanSet(essay_ids, np.asarray(class_codes, np.int64), ends - starts, np.arange(len(starts) + 1), starts, ends)
-
-
-def _strings(values: pd.Series) -> pa.Array:
-    """A column as one Arrow string array (zero-copy for pandas' Arrow-backed strings)."""
-    array = pa.array(values, from_pandas=True)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-        return array
-    if pa.types.is_null(array.type):
-        return array.cast(pa.string())
-    # Numbers (e.g. a one-word predictionstring read as an integer) as their text.
-    return pa.array([None if pd.isna(value) else str(value) for value in values], type=pa.string())
-
-
-def _row(mask) -> int:
-    """1-based number of the first data row where ``mask`` is true."""
-    return int(np.argmax(np.asarray(mask))) + 1
-
-
-def _bad_word_list(row: int, strings: pd.Series, essay_ids: pa.Array, where: Callable[[int], str], what: str) -> FbpError:
-    value = strings.iloc[row - 1]
-    shown = f"predictionstring {value!r}" if isinstance(value, str) else "predictionstring"
-    return FbpError(f"{where(row)} (essay {essay_ids[row - 1].as_py()}): {shown} {what}")
-
-
-def _parse_word_lists(strings: pd.Series, essay_ids: pa.Array, where: Callable[[int], str]) -> Tuple[np.ndarray, np.ndarray]:
-    """Parse the whitespace-separated word indices of every row straight from the Arrow buffer.
-
-    Returns the words of all rows concatenated and each row's offsets into them.
-    """
-    array = _strings(strings)
-    if array.null_count:
-        raise _bad_word_list(_row(array.is_null()), strings, essay_ids, where, "is empty")
-    if len(array) == 0:
-        return np.zeros(0, np.int64), np.zeros(1, np.int64)
-    array = array.cast(pa.large_string())
-    _, offsets_buffer, data_buffer = array.buffers()
-    row_offsets = np.frombuffer(offsets_buffer, np.int64, count=len(array) + 1, offset=array.offset * 8)
-    data = np.frombuffer(data_buffer, np.uint8, count=int(row_offsets[-1] - row_offsets[0]), offset=int(row_offsets[0]))
-    row_offsets = row_offsets - row_offsets[0]
-    empty_rows = row_offsets[1:] == row_offsets[:-1]
-    if empty_rows.any():
-        raise _bad_word_list(_row(empty_rows), strings, essay_ids, where, "is empty")
-
-    # Chunks of whole rows, ~1 MB of text each: the temporaries stay in cache and get reused.
-    chunk_rows = np.unique(np.searchsorted(row_offsets, np.arange(0, row_offsets[-1], _CHUNK_BYTES), side="right") - 1)
-    chunk_rows = np.append(chunk_rows, len(array))
-    words, counts = [], []
-    for first_row, end_row in zip(chunk_rows[:-1].tolist(), chunk_rows[1:].tolist()):
-        offsets = row_offsets[first_row : end_row + 1]
-        try:
-            chunk_words, chunk_counts = _parse_chunk(data[offsets[0] : offsets[-1]], offsets - offsets[0])
-        except _BadRow as bad:
-            raise _bad_word_list(first_row + bad.row + 1, strings, essay_ids, where, bad.what) from None
-        words.append(chunk_words)
-        counts.append(chunk_counts)
-    word_offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
-    return np.concatenate(words) if len(words) > 1 else words[0], word_offsets
-
-
-_CHUNK_BYTES = 1 << 20
-
-
-class _BadRow(Exception):
-    """A row of a chunk that is not a list of word indices (0-based row within the chunk)."""
-
-    def __init__(self, row: int, what: str):
-        super().__init__(what)
-        self.row, self.what = row, what
-
-
-def _parse_chunk(data: np.ndarray, row_offsets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Words of consecutive rows (``data[row_offsets[i]:row_offsets[i + 1]]``, none empty) and each row's word count."""
-    is_digit = (data - np.uint8(48)) < 10  # bytes below "0" wrap around, so one comparison
-    n_digits = int(np.count_nonzero(is_digit))
-    if n_digits + int(np.count_nonzero(data == 32)) != len(data):
-        # Something other than digits and spaces: other whitespace is fine, anything else is an error.
-        is_space = np.isin(data, np.frombuffer(b" \t\r\n\x0b\x0c", np.uint8))
-        bad = ~(is_digit | is_space)
-        if bad.any():
-            raise _BadRow(int(np.searchsorted(row_offsets, np.argmax(bad), side="right")) - 1, "is not a list of word indices")
-        data = np.where(is_space, np.uint8(32), data)
-
-    # A token ends at a digit followed by a non-digit or by the end of its row.
-    row_lasts = row_offsets[1:] - 1
-    ends_mask = np.empty(len(data), bool)
-    ends_mask[-1] = is_digit[-1]
-    np.greater(is_digit[:-1], is_digit[1:], out=ends_mask[:-1])
-    ends_mask[row_lasts] = is_digit[row_lasts]
-    token_ends = np.flatnonzero(ends_mask)
-    word_offsets = np.searchsorted(token_ends, row_offsets)
-    counts = np.diff(word_offsets)
-    if not counts.all():
-        raise _BadRow(int(np.argmin(counts)), "is empty")
-
-    words, longest = _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width=4)
-    if longest > 4:
-        words, longest = _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width=8)
-        if longest > 8:
-            raise _BadRow(int(np.searchsorted(word_offsets, np.argmax(words < 0), side="right")) - 1, "has a word index of more than 8 digits")
-    return words, counts
-
-
-def _digits_to_int(data, is_digit, token_ends, row_offsets, word_offsets, width: int) -> Tuple[np.ndarray, int]:
-    """Decimal value of every token, reading the ``width`` bytes that end with it as one integer (SWAR).
-
-    Returns the values (-1 for a token longer than ``width``) and the longest token length seen
-    (``width + 1`` meaning "longer than width").
-    """
-    dtype = np.dtype(f"<u{width}")
-    lanes = int.from_bytes(b"\x01" * width, "little")  # 0x0101...: one bit per byte lane
-    if len(data) < width:  # too short for one window: put spaces in front
-        pad = width - len(data)
-        data, is_digit = np.concatenate([np.full(pad, 32, np.uint8), data]), np.concatenate([np.zeros(pad, bool), is_digit])
-        token_ends, row_offsets = token_ends + pad, row_offsets + pad
-    # An unaligned view whose element i is the `width` bytes starting at data byte i: one gather reads
-    # a whole token, its last digit in the most significant byte.
-    byte_windows = np.ndarray(shape=(len(data) - width + 1,), dtype=dtype, buffer=data, strides=(1,))
-    window_starts = token_ends - (width - 1)
-    value = byte_windows[np.maximum(window_starts, 0)]
-    # The first tokens of the buffer may end before byte width - 1: move their bytes up into place.
-    early = np.flatnonzero(window_starts[: width - 1] < 0)
-    value[early] <<= (-window_starts[early] * 8).astype(dtype)
-    # The first token of a row must not see the end of the previous row: clear those bytes.
-    first_tokens = word_offsets[:-1]
-    foreign_bytes = np.maximum(0, row_offsets[:-1] - token_ends[first_tokens] + width - 1).astype(dtype)
-    value[first_tokens] &= (np.iinfo(dtype).max << (foreign_bytes * dtype.type(8))).astype(dtype)
-    # Digits (0x30-0x39) have bit 4 set, spaces (0x20) and cleared bytes do not. Keep the lanes of the
-    # unbroken run of digits that ends in the top lane: AND each lane with all lanes above it.
-    keep = value >> dtype.type(4)
-    keep &= dtype.type(lanes)
-    shifted = np.empty_like(keep)
-    shift = 8
-    while shift < 8 * width:
-        np.right_shift(keep, dtype.type(shift), out=shifted)
-        shifted |= dtype.type(lanes & ~((1 << (8 * width - shift)) - 1))
-        keep &= shifted
-        shift *= 2
-    full = keep == lanes
-    longest = width
-    if full.any():  # some token fills the window: is it longer?
-        full_tokens = np.flatnonzero(full)
-        before = token_ends[full_tokens] - width
-        row_starts = row_offsets[np.searchsorted(word_offsets, full_tokens, side="right") - 1]
-        longer = (before >= row_starts) & is_digit[np.maximum(before, 0)]
-        if longer.any():
-            longest = width + 1
-    else:
-        longest = width - 1
-    keep *= dtype.type(0x0F)
-    value &= keep  # ASCII digit -> 0..9, everything else -> 0
-    # Combine neighbouring lanes: 1-digit -> 2-digit -> 4-digit (-> 8-digit) numbers.
-    multiplier, shift = 10, 8
-    while shift < 8 * width:
-        value *= dtype.type((multiplier << shift) + 1)
-        value >>= dtype.type(shift)
-        value &= dtype.type(int.from_bytes((b"\xff" * (shift // 8) + b"\x00" * (shift // 8)) * (width * 8 // (2 * shift)), "little"))
-        multiplier, shift = multiplier * multiplier, shift * 2
-    words = value.view(np.int32 if width == 4 else np.int64)
-    if longest > width:
-        words = words.copy()
-        words[full_tokens[longer]] = -1
-    return words, longest
-
-
-def _runs(words: np.ndarray, word_offsets: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Maximal runs of consecutive word indices of each row: (sizes, run_offsets, run_starts, run_ends)."""
-    n_rows = len(word_offsets) - 1
-    steps = np.diff(words)
-    row_breaks = word_offsets[1:-1] - 1  # step positions that cross from one row to the next
-    not_next = np.ones(len(steps), bool) if len(steps) else np.zeros(0, bool)
-    np.not_equal(steps, 1, out=not_next)
-    not_next[row_breaks] = False
-    if not not_next.any():  # fast path: every row is already a contiguous ascending range
-        starts = words[word_offsets[:-1]]
-        ends = words[word_offsets[1:] - 1] + 1
-        return ends - starts, np.arange(n_rows + 1), starts, ends
-    in_row = np.ones(len(steps), bool)
-    in_row[row_breaks] = False
-    if (steps[in_row] <= 0).any():  # unsorted or repeated indices: a span is a set of words
-        row_of_word = np.repeat(np.arange(n_rows), np.diff(word_offsets))
-        order = np.lexsort((words, row_of_word))
-        words, row_of_word = words[order], row_of_word[order]
-        keep = np.ones(len(words), bool)
-        keep[1:] = (words[1:] != words[:-1]) | (row_of_word[1:] != row_of_word[:-1])
-        words, row_of_word = words[keep], row_of_word[keep]
-        word_offsets = np.searchsorted(row_of_word, np.arange(n_rows + 1))
-        steps = np.diff(words)
-    run_begins = np.ones(len(words), bool)
-    run_begins[1:] = steps != 1
-    run_begins[word_offsets[:-1]] = True
-    first_word = np.flatnonzero(run_begins)
-    last_word = np.append(first_word[1:], len(words)) - 1
-    run_offsets = np.searchsorted(first_word, word_offsets)
-    return np.diff(word_offsets), run_offsets, words[first_word], words[last_word] + 1
 
 
 def _as_span_set(spans: Union[SpanSet, SpanFrame], source: str) -> SpanSet:
@@ -391,17 +196,44 @@ def _pairs_in_groups(left_groups: np.ndarray, right_groups: np.ndarray, n_groups
 
 
 def _overlaps(left: SpanSet, left_index: np.ndarray, right: SpanSet, right_index: np.ndarray) -> np.ndarray:
-    """Number of shared words of each pair (left_index[k], right_index[k]) of general word sets:
-    every run of one span against every run of the other, summed per pair."""
-    left_runs = np.diff(left.run_offsets)[left_index]
-    right_runs = np.diff(right.run_offsets)[right_index]
-    per_pair = left_runs * right_runs
-    pair_of = np.repeat(np.arange(len(left_index)), per_pair)
-    rank = np.arange(len(pair_of)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
-    left_run = left.run_offsets[left_index][pair_of] + rank // right_runs[pair_of]
-    right_run = right.run_offsets[right_index][pair_of] + rank % right_runs[pair_of]
-    shared = np.minimum(left.run_ends[left_run], right.run_ends[right_run]) - np.maximum(left.run_starts[left_run], right.run_starts[right_run])
-    return np.bincount(pair_of, weights=np.maximum(shared, 0), minlength=len(left_index)).astype(np.int64)
+    """Number of shared words of each pair (left_index[k], right_index[k]) of general word sets.
+
+    For each pair, the runs of the span with fewer runs are looked up in the other span's runs (a binary search
+    each): time and memory grow with the runs of the smaller side times a logarithm, never with the product of
+    both (two spans of 6,000 scattered words each are 6,000 searches, not 36 million run pairs).
+    """
+    swap = np.diff(left.run_offsets)[left_index] > np.diff(right.run_offsets)[right_index]
+    shared = np.empty(len(left_index), np.int64)
+    keep = ~swap
+    shared[keep] = _covered_by(left, left_index[keep], right, right_index[keep])
+    shared[swap] = _covered_by(right, right_index[swap], left, left_index[swap])
+    return shared
+
+
+def _covered_by(outer: SpanSet, outer_index: np.ndarray, inner: SpanSet, inner_index: np.ndarray) -> np.ndarray:
+    """For each pair k, how many words of span ``inner_index[k]`` fall in the runs of span ``outer_index[k]``."""
+    runs_per_pair = np.diff(outer.run_offsets)[outer_index]
+    pair_of = np.repeat(np.arange(len(outer_index)), runs_per_pair)
+    rank = np.arange(len(pair_of)) - np.repeat(np.cumsum(runs_per_pair) - runs_per_pair, runs_per_pair)
+    outer_run = outer.run_offsets[outer_index][pair_of] + rank
+    inner_span = inner_index[pair_of]
+    covered = _words_below(inner, inner_span, outer.run_ends[outer_run]) - _words_below(inner, inner_span, outer.run_starts[outer_run])
+    return np.bincount(pair_of, weights=covered, minlength=len(outer_index)).astype(np.int64)
+
+
+def _words_below(spans: SpanSet, span: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """How many words of span ``span[i]`` are below word index ``bound[i]``: one binary search in that span's runs."""
+    run_sizes = spans.run_ends - spans.run_starts
+    words_before_run = np.concatenate([[0], np.cumsum(run_sizes)])  # over all spans; a span's own count is a difference
+    # Runs of all spans in one sorted key: (span, run end). Word indices have at most 8 digits (< 2**27).
+    span_of_run = np.repeat(np.arange(len(spans)), np.diff(spans.run_offsets))
+    keys = span_of_run.astype(np.int64) << 27 | spans.run_ends
+    run = np.searchsorted(keys, span.astype(np.int64) << 27 | bound, side="right")  # first run of the span ending above bound
+    span_first_run, span_end_run = spans.run_offsets[span], spans.run_offsets[span + 1]
+    inside = run < span_end_run
+    safe_run = np.minimum(run, len(run_sizes) - 1)
+    partial = np.where(inside, np.clip(bound - spans.run_starts[safe_run], 0, None), 0)
+    return words_before_run[np.where(inside, run, span_end_run)] - words_before_run[span_first_run] + partial
 
 
 def _candidate_pairs(left: SpanSet, left_groups: np.ndarray, right: SpanSet, right_groups: np.ndarray, n_groups: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -343,7 +343,10 @@ def preprocess(
     import pandas as pd
     import pyarrow as pa
 
+    from .atomic import guard_output
+
     data_dir = Path(data_dir)
+    guard_output(Path(output_dir), "output", inputs=[data_dir], directory=True)  # before any work
     findings = Findings()
     on_stage("reading train.csv")
     table = read_table(data_dir)

@@ -24,6 +24,7 @@ import yaml
 from .config import Config, SearchParam, set_dotted, validate_config
 from .errors import FbpError, UsageError
 from .atomic import write_atomic
+from .io.lock import holder_running
 from .io.run_dir import RunDir
 from .io.run_settings import config_differences
 
@@ -166,30 +167,23 @@ def open_study(storage_url: str, study_name: str, seed: int) -> Tuple["optuna.St
             storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
         )
+        # Seeded by how far the study got, so that a resumed search does not replay the first trials' values.
+        # Reading the trials is part of opening: a damaged database fails here, with the message below.
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     except (SQLAlchemyError, ImportError) as error:
-        raise FbpError(f"cannot open the Optuna storage '{storage_url}': {str(error).splitlines()[0]}") from None
-    except ValueError as error:  # e.g. an existing study of the same name that minimises
-        raise FbpError(f"cannot use study '{study_name}' in '{storage_url}': {error}") from None
-    # Seeded by how far the study got, so that a resumed search does not replay the first trials' values.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+        raise FbpError(f"cannot open the Optuna storage '{storage_url}': {str(error).splitlines()[0][:300]} "
+                       "(a damaged study database: move it aside to start a new search)") from None
+    except RuntimeError as error:  # optuna: a schema it does not know (damaged, or written by another optuna version)
+        raise FbpError(f"cannot open the Optuna storage '{storage_url}': its tables are damaged or of another optuna version "
+                       f"({str(error).splitlines()[0][:200]})") from None
+    except (ValueError, KeyError, TypeError) as error:  # e.g. an existing study of the same name that minimises
+        raise FbpError(f"cannot use study '{study_name}' in '{storage_url}': {str(error)[:300]}") from None
     return study, storage
 
 
 def _queue_again(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
     """Queue an interrupted trial again: same values, same run directory (its training resumes there)."""
     study.enqueue_trial(trial.params, user_attrs={"run_number": trial.user_attrs.get("run_number", trial.number), "requeued_from": trial.number})
-
-
-def _process_alive(pid: Optional[int]) -> bool:
-    if pid is None:
-        return True  # unknown: leave it to the heartbeat
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def recover_interrupted_trials(study: "optuna.Study", storage: "optuna.storages.BaseStorage") -> List[int]:
@@ -206,7 +200,7 @@ def recover_interrupted_trials(study: "optuna.Study", storage: "optuna.storages.
     host = socket.gethostname()
     recovered = []
     for trial in trials:
-        killed = trial.state == TrialState.RUNNING and trial.user_attrs.get("host") == host and not _process_alive(trial.user_attrs.get("pid"))
+        killed = trial.state == TrialState.RUNNING and trial.user_attrs.get("host") == host and holder_running(trial.user_attrs) is False
         if killed:
             trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), trial.number)
             storage.set_trial_state_values(trial_id, TrialState.FAIL)

@@ -25,6 +25,182 @@ TRAIN = ["--wandb", "disabled", "--set", "training.batch_size=16", "--set", "win
          "--set", "windows.stride=32", "--set", "training.learning_rate=1e-3"]
 
 
+# --- The second campaign (issue 18): one row per case tried, grouped by family. --------------------------------------
+
+
+def _train_into(run_path_of: Callable[[Path], object], *extra: str):
+    def prepare(ws, d):
+        return ["train", "--data", ws["root"] / "processed", "--model", ws["model"], "--epochs", "1", "-o", run_path_of(d), *TRAIN, *extra]
+    return prepare
+
+
+def _work_is_a_link(ws, d):
+    """RUN/.work a link to a scratch disk that holds the user's fold_0/ and fold_1/."""
+    run = _copy(ws, "run", d)
+    for fold in ("fold_0", "fold_1"):
+        (d / "scratch" / fold).mkdir(parents=True)
+        (d / "scratch" / fold / "mine.txt").write_text("keep me")
+    (run / ".work").symlink_to(d / "scratch")
+    return _train_into(lambda _: run)(ws, d)
+
+
+def _fold_is_a_link(ws, d):
+    run = _copy(ws, "run", d)
+    shutil.move(run / "fold_1", d / "elsewhere")
+    (run / "fold_1").symlink_to(d / "elsewhere")
+    return ["evaluate", run, "--tune"]
+
+
+def _run_is_a_link(ws, d):
+    _copy(ws, "run", d, "real")
+    (d / "run").symlink_to(d / "real")
+    return _train_into(lambda _: d / "run")(ws, d)
+
+
+def _link_to(target: str, name: str):
+    def make(d: Path) -> None:
+        (d / target).write_text("mine")
+        (d / name).symlink_to(d / target)
+    return make
+
+
+def _in_run(*args_after_run: str):
+    def prepare(ws, d):
+        run = _copy(ws, "run", d)
+        return [a if a != "RUN" else run for a in args_after_run[:1]] + [run] + [str(a).replace("RUN", str(run)) for a in args_after_run[1:]]
+    return prepare
+
+
+def _infer_over_input_essay(ws, d):
+    shutil.copytree(_test_dir(ws), d / "essays")
+    essay = sorted((d / "essays").glob("*.txt"))[0]
+    return ["infer", ws["root"] / "run", "-i", "essays", "-o", essay]
+
+
+def _evaluate_json_over_truth(ws, d):
+    shutil.copy(ws["root"] / "demo" / "train.csv", d / "truth.csv")
+    shutil.copy(ws["root"] / "demo" / "sample_submission.csv", d / "pred.csv")
+    return ["evaluate", "pred.csv", "--truth", "truth.csv", "--json", "truth.csv"]
+
+
+def _quickstart_over_users(name: str):
+    def prepare(ws, d):
+        (d / "qs").mkdir()
+        (d / "qs" / name).write_text("mine") if name.endswith(".csv") else (d / "qs" / name).mkdir()
+        return ["quickstart", "qs"]
+    return prepare
+
+
+def _preprocess_to_link(ws, d):
+    _copy(ws, "processed", d, "target")
+    (d / "link").symlink_to(d / "target")
+    return ["preprocess", ws["root"] / "demo", "-o", "link", "--folds", "2"]
+
+
+def _config(text: str):
+    def prepare(ws, d):
+        (d / "config.yaml").write_text(text)
+        return ["train", "config.yaml", "--data", ws["root"] / "processed", "--model", ws["model"], "-o", "run", "--wandb", "disabled"]
+    return prepare
+
+
+def _set(*settings: str):
+    def prepare(ws, d):
+        sets = [part for setting in settings for part in ("--set", setting)]
+        return ["train", "--data", ws["root"] / "processed", "--model", ws["model"], "-o", "run", "--wandb", "disabled", *sets]
+    return prepare
+
+
+ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)) + "training: {epochs: *i}\n"
+UNKNOWN_KEYS = "training:\n" + "".join(f"  unknown_key_{i}: 1\n" for i in range(20000))
+
+
+def _damaged_run_file(name: str, change: Callable[[Path], None], command: str = "evaluate"):
+    def prepare(ws, d):
+        run = _copy(ws, "run", d)
+        change(run / name)
+        if command in ("infer", "infer-learned"):
+            return ["infer", run, "-i", _test_dir(ws), "-o", "s.csv", *(["--decoding", "learned"] if command == "infer-learned" else [])]
+        if command == "train":  # a resume reads the run's config.yaml
+            return ["train", "--data", ws["root"] / "processed", "--model", ws["model"], "--epochs", "1", "-o", run, *TRAIN]
+        return ["evaluate", run, *(["--tune"] if command == "tune" else [])]
+    return prepare
+
+
+def _json_edit(edit: Callable[[dict], None]):
+    def change(path: Path) -> None:
+        content = json.loads(path.read_text())
+        edit(content)
+        path.write_text(json.dumps(content))
+    return change
+
+
+def _oof_values(value: float):
+    def change(path: Path) -> None:
+        import numpy as np
+
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        arrays["probs"] = np.full_like(arrays["probs"], value)
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+    return change
+
+
+def _remove_head(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = {name: value for name, value in load_file(path / "model.safetensors").items() if not name.startswith("classifier.")}
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+
+
+def _kaggle_id(essay_id: str):
+    def change(data: Path) -> None:
+        import pandas as pd
+
+        table = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
+        table.loc[table["id"] == table["id"][0], "id"] = essay_id
+        table.to_csv(data / "train.csv", index=False)
+    return change
+
+
+def _essay_entries(make: Callable[[Path], None]):
+    def prepare(ws, d):
+        shutil.copytree(_test_dir(ws), d / "essays")
+        make(d / "essays")
+        return ["infer", ws["root"] / "run", "-i", "essays", "-o", "s.csv"]
+    return prepare
+
+
+def _fifo_essay_in_train(data: Path) -> None:
+    essay = sorted((data / "train").glob("*.txt"))[0]
+    essay.unlink()
+    os.mkfifo(essay)
+
+
+def _perfect_submission_with_ids(*ids: str):
+    def prepare(ws, d):
+        import pandas as pd
+
+        table = pd.read_csv(ws["root"] / "demo" / "train.csv", dtype=str, keep_default_na=False)
+        for new, old in zip(ids, table["id"].unique()):
+            table.loc[table["id"] == old, "id"] = new
+        table.to_csv(d / "truth.csv", index=False)
+        table.rename(columns={"discourse_type": "class"})[["id", "class", "predictionstring"]].to_csv(d / "pred.csv", index=False)
+        return ["evaluate", "pred.csv", "--truth", "truth.csv"]
+    return prepare
+
+
+def _damaged_study(content: bytes):
+    def prepare(ws, d):
+        (d / "tune").mkdir()
+        (d / "tune" / "study.db").write_bytes(content)
+        (d / "search.yaml").write_text(f"model: {{name: {ws['model']}}}\nsearch:\n  training.learning_rate: {{low: 0.0001, high: 0.001, log: true}}\n")
+        return ["tune", "search.yaml", "--data", ws["root"] / "processed", "-o", "tune", "--trials", "1", "--wandb", "disabled"]
+    return prepare
+
+
 @dataclass
 class Result:
     code: int
@@ -58,8 +234,8 @@ def run_process(args: Sequence, cwd: Path, env: Optional[Dict[str, str]] = None)
 def snapshot(root: Path) -> Dict[str, tuple]:
     """Every path under ``root`` with its size and modification time (a folder's own time is left out: creating and
     removing a lock inside it changes it, and nothing is written)."""
-    return {str(path.relative_to(root)): (path.is_dir(), path.stat().st_size if path.is_file() else 0,
-                                          0 if path.is_dir() else path.stat().st_mtime_ns)
+    return {str(path.relative_to(root)): (path.is_dir(), path.lstat().st_size if path.is_file() else 0,
+                                          0 if path.is_dir() else path.lstat().st_mtime_ns)
             for path in root.rglob("*")}
 
 
@@ -296,6 +472,7 @@ class Case:
     creates: List[str] = field(default_factory=list)  # paths a successful row may add (relative to its folder)
     env: Dict[str, str] = field(default_factory=dict)
     process: bool = False  # run as a separate `python -m fbp` (what happens at import time shows only there)
+    max_output: int = 0  # when set: at most this many characters printed (messages stay short)
 
 
 CASES = [
@@ -346,6 +523,63 @@ CASES = [
     Case("empty-essay", _essays({"EMPTY.txt": b" \n"}), 0, ["EMPTY", "empty"], creates=["s.csv"]),
     Case("undecodable-essay", _essays({"LATIN.txt": "r\xe9sum\xe9".encode("latin-1")}), 1, ["LATIN.txt", "UTF-8"]),
     Case("wandb-disabled-stays-quiet", _wandb_disabled, 0, [], absent=["offline mode"], env={"WANDB_MODE": "offline"}, process=True),
+    # --- Issue 18, family 1: never write or delete outside what fbp owns, never through a link (refused before any work).
+    Case("train-run-work-is-a-link", _work_is_a_link, 1, [".work", "symbolic link"]),
+    Case("tune-thresholds-fold-is-a-link", _fold_is_a_link, 1, ["fold_1", "symbolic link"]),
+    Case("train-output-is-a-link", _run_is_a_link, 1, ["run", "symbolic link"]),
+    Case("infer-output-is-a-link", _infer_to("s.csv", _link_to("mine.csv", "s.csv")), 1, ["s.csv", "symbolic link"]),
+    Case("html-is-a-link", lambda ws, d: [*_infer_to("s.csv")(ws, d), "--html", "view"] if (d / "real").mkdir() or (d / "view").symlink_to(d / "real") or True else None, 1, ["view", "symbolic link"]),
+    # Family 2: outputs never replace inputs or a run's records.
+    Case("evaluate-json-over-run-json", _in_run("evaluate", "--json", "RUN/run.json"), 1, ["run.json", "run"]),
+    Case("evaluate-json-into-the-run", _in_run("evaluate", "--json", "RUN/score.json"), 1, ["score.json", "run"]),
+    Case("evaluate-json-over-the-truth", _evaluate_json_over_truth, 1, ["truth.csv", "input"]),
+    Case("infer-save-probs-over-oof", _in_run("infer", "-i", str(Path(__file__)), "-o", "s.csv", "--save-probs", "RUN/oof_word_probs.npz"), 1, ["oof_word_probs.npz"]),
+    Case("infer-output-over-an-input-essay", _infer_over_input_essay, 1, ["essays", "input"]),
+    Case("infer-html-into-the-run", _in_run("infer", "-i", str(Path(__file__)), "-o", "s.csv", "--html", "RUN/view"), 1, ["view", "run"]),
+    Case("ensemble-save-dir-into-a-run", _in_run("ensemble", "--fit-weights", "--save-dir", "RUN/ens"), 1, ["ens", "run"]),
+    Case("quickstart-over-a-users-submission", _quickstart_over_users("submission.csv"), 1, ["submission.csv", "quickstart"]),
+    Case("quickstart-over-a-users-html", _quickstart_over_users("html"), 1, ["html", "quickstart"]),
+    # Family 3.
+    Case("preprocess-output-is-a-link", _preprocess_to_link, 1, ["link", "symbolic link"]),
+    # Family 4: no damaged file believed; the config validator, before any run directory is made.
+    Case("checkpoint-without-its-head", _damaged_run_file("fold_0", _remove_head, "infer"), 1, ["model.safetensors", "classifier"]),
+    Case("fbp-json-max-length-beyond-positions", _damaged_run_file("fold_0/fbp.json", _json_edit(lambda c: c.update(max_length=100000)), "infer"), 1, ["fbp.json", "max_length"]),
+    Case("fbp-json-negative-stride", _damaged_run_file("fold_0/fbp.json", _json_edit(lambda c: c.update(stride=-4)), "infer"), 1, ["fbp.json", "stride"]),
+    Case("decoding-json-threshold-above-1", _damaged_run_file("decoding.json", _json_edit(lambda c: c["min_confidence"].update(Lead=3.5))), 1, ["decoding.json", "Lead"]),
+    Case("decoding-json-nan", _damaged_run_file("decoding.json", lambda p: p.write_text(p.read_text().replace("0.7", "NaN", 1))), 1, ["decoding.json"]),
+    Case("decoding-json-negative-min-words", _damaged_run_file("decoding.json", _json_edit(lambda c: c["min_words"].update(Claim=-3))), 1, ["decoding.json", "Claim"]),
+    Case("learned-decoder-negative-threshold", _damaged_run_file("learned_decoder.json", _json_edit(lambda c: c["rules"]["Lead"].update(threshold=-1)), "infer-learned"), 1, ["learned_decoder.json", "threshold"]),
+    Case("learned-decoder-no-models", _damaged_run_file("learned_decoder.json", _json_edit(lambda c: c.update(models=[])), "infer-learned"), 1, ["learned_decoder.json", "models"]),
+    Case("learned-decoder-class-without-rule", _damaged_run_file("learned_decoder.json", _json_edit(lambda c: c["rules"].pop("Claim")), "infer-learned"), 1, ["learned_decoder.json", "Claim"]),
+    Case("learned-decoder-level-out-of-range", _damaged_run_file("learned_decoder.json", _json_edit(lambda c: c["settings"].update(levels=[0.1, 1.5])), "infer-learned"), 1, ["learned_decoder.json", "levels"]),
+    Case("oof-all-nan-tune-keeps-good-files", _damaged_run_file("oof_word_probs.npz", _oof_values(float("nan")), "tune"), 1, ["oof_word_probs.npz", "NaN"]),
+    Case("oof-out-of-range", _damaged_run_file("oof_word_probs.npz", _oof_values(3.0)), 1, ["oof_word_probs.npz", "outside"]),
+    Case("run-config-not-yaml", _damaged_run_file("config.yaml", lambda p: p.write_text("training: [unclosed\n"), "train"), 1, ["config.yaml"]),
+    Case("run-config-a-list", _damaged_run_file("config.yaml", lambda p: p.write_text("- 1\n- 2\n"), "train"), 1, ["config.yaml", "mapping"]),
+    Case("config-learning-rate-inf", _set("training.learning_rate=.inf"), 2, ["learning_rate"]),
+    Case("config-learning-rate-negative", _set("training.learning_rate=-0.001"), 2, ["learning_rate"]),
+    Case("config-class-weight-inf", _set("training.class_weights={Claim: .inf}"), 2, ["class_weights"]),
+    Case("config-epsilon-inf", _set("training.adam_epsilon=.inf"), 2, ["adam_epsilon"]),
+    Case("config-decay-nan", _set("training.weight_decay=.nan"), 2, ["weight_decay"]),
+    Case("config-seed-minus-one", _set("training.seed=-1"), 2, ["seed"]),
+    # Family 5: essay ids are names, not paths.
+    Case("essay-id-parent-path", _kaggle_with(_kaggle_id("../outside/secret")), 1, ["row", "../outside/secret", "path"]),
+    Case("essay-id-absolute", _kaggle_with(_kaggle_id("/etc/hostname")), 1, ["row", "/etc/hostname"]),
+    Case("essay-id-dot-dot", _kaggle_with(_kaggle_id("..")), 1, ["row", "'..'"]),
+    Case("essay-id-too-long", _kaggle_with(_kaggle_id("A" * 300)), 1, ["row", "longer than"]),
+    Case("essay-id-backslash", _kaggle_with(_kaggle_id("a\\b")), 1, ["row", "separator"]),
+    # Family 6: bounded cost and short messages.
+    Case("yaml-alias-bomb", _config(ALIAS_BOMB), 2, ["config.yaml", "aliases"], max_output=2000),
+    Case("yaml-deeply-nested", _config("training: " + "[" * 20000 + "]" * 20000 + "\n"), 2, ["config.yaml", "nested"], max_output=2000),
+    Case("config-20000-unknown-keys", _config(UNKNOWN_KEYS), 2, ["unknown_key_0", "more problems"], max_output=4000),
+    # Family 8: input folders.
+    Case("fifo-named-like-an-essay", _essay_entries(lambda e: os.mkfifo(e / "pipe.txt")), 0, ["pipe.txt", "skipped"], creates=["s.csv"]),
+    Case("directory-named-like-an-essay", _essay_entries(lambda e: (e / "dir.txt").mkdir()), 0, ["dir.txt", "skipped"], creates=["s.csv"]),
+    Case("dangling-link-named-like-an-essay", _essay_entries(lambda e: (e / "gone.txt").symlink_to(e / "nowhere")), 0, ["gone.txt", "skipped"], creates=["s.csv"]),
+    Case("fifo-in-kaggle-train", _kaggle_with(_fifo_essay_in_train), 1, ["named pipe"]),
+    # Family 10.
+    Case("ids-na-and-null-are-names", _perfect_submission_with_ids("NA", "null", "None", "nan"), 0, ["1.0000"]),
+    Case("damaged-study-database", _damaged_study(b"not a database" * 100), 1, ["study.db", "damaged"]),
 ]
 
 
@@ -360,6 +594,8 @@ def test_bad_input_is_one_clean_message(ws, tmp_path, case):
     flat = " ".join(text.split())  # rich wraps long lines
     for word in case.words:
         assert word.lower() in flat.lower() or word.lower() in text.lower(), f"{word!r} not in the message:\n{text[-3000:]}"
+    if case.max_output:
+        assert len(text) <= case.max_output, f"{len(text):,} characters printed:\n{text[:2000]}"
     for word in case.absent:
         assert word.lower() not in text.lower(), f"{word!r} printed:\n{text[-3000:]}"
     after = snapshot(tmp_path)

@@ -281,3 +281,21 @@ def test_blank_rows_are_errors_unless_skipped():
     with pytest.raises(FbpError, match=r"row 3 \(essay b\): predictionstring is empty"):
         parse_spans(frame, "preds", skip_blank=True)  # only rows with neither class nor words are skipped
     assert len(parse_spans(frame.iloc[:2], "preds", skip_blank=True)) == 1
+
+
+def test_scattered_predictionstrings_cost_linear_memory():
+    """Two spans of 20,000 scattered words each: memory grows with the words, not their product (it took ~26 GB)."""
+    import tracemalloc
+
+    scattered = " ".join(str(2 * i) for i in range(20000))
+    shifted = " ".join(str(2 * i + (i % 3 == 0)) for i in range(20000))
+    pred = pd.DataFrame({"id": ["a"], "class": ["Claim"], "predictionstring": [scattered]})
+    truth = pd.DataFrame({"id": ["a", "a"], "class": ["Claim", "Claim"], "predictionstring": [shifted, scattered]})
+    tracemalloc.start()
+    try:
+        result = score(pred, truth)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (result.per_class["Claim"].tp, result.per_class["Claim"].fn) == (2, 0)  # 2/3 and all of the words shared
+    assert peak < 60 * 2**20, f"peak {peak / 2**20:.0f} MB"

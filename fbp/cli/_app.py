@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import typer
 
 from .. import __version__
-from ..errors import FbpError
+from ..errors import FbpError, describe_os_error, disk_full_reason
 
 from rich.console import Console
 from rich.markup import escape
@@ -82,8 +82,32 @@ def truth_hint():
         raise TruthNotFound(f"{error}; give --truth TRAIN_CSV", exit_code=error.exit_code) from None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's stop): handled as Ctrl-C is (message, lock released, nothing half-written)."""
+
+    exit_code = 143
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     """Entry point: run the app, turning known errors into one clear message and an exit code."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (an embedding program): leave its handlers alone
+        previous = None
+    try:
+        _run_app()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_app() -> None:
     try:
         app()
     except FbpError as error:
@@ -92,6 +116,18 @@ def main() -> None:
         # What a user or a file supplied (paths, ids, values) is text, never rich markup: "in/[/x]" must print as is.
         err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
+    except KeyboardInterrupt as interruption:
+        err_console.print("[yellow]terminated[/]" if isinstance(interruption, Terminated) else "[yellow]interrupted[/]")
+        sys.exit(getattr(interruption, "exit_code", 130))
+    except OSError as error:
+        # A write failure that escaped the owners' checks (a library writing by itself): still one line naming the path.
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(describe_os_error(error))}", highlight=False)
+        sys.exit(1)
+    except Exception as error:  # noqa: BLE001 - torch's "iostream error", safetensors' "No space left on device"
+        reason = disk_full_reason(error)
+        if reason is None or _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(reason)}: {escape(str(error).splitlines()[0][:200])}", highlight=False)
+        sys.exit(1)

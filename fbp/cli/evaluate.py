@@ -44,6 +44,10 @@ def evaluate_command(
 
     if decoding is not None and pred.is_file():
         raise UsageError("--decoding applies to a run directory (a submission CSV is already decoded)")
+    if json_path is not None:
+        from ..atomic import guard_output
+
+        guard_output(json_path, "--json", inputs=[pred, truth])  # never over an input or into a run, checked before any work
     with truth_hint():
         evaluation = evaluate(pred, truth, tune=tune, decoding=decoding or "auto")
     if evaluation.tuning is not None:

@@ -170,6 +170,10 @@ def ensemble(
 
     check_paths_exist(("MEMBER", "checkpoint, run directory or .npz file", members), ("--input", "directory of essays", [input_dir]))
     member_weights = parse_weights(weights)
+    if save_dir is not None:
+        from ..atomic import guard_output
+
+        guard_output(save_dir, "--save-dir", inputs=members, directory=True)  # never a member, a link or inside a run
     blend_decoder = None
     if input_dir is None or fit_weights:
         from ..ensemble import NoOutOfFold

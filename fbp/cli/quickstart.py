@@ -58,6 +58,19 @@ def command_lines(arguments: Sequence[str], width: int) -> List[str]:
     return lines
 
 
+def check_quickstart_dir(directory: Path) -> None:
+    """Before any step: the quickstart's files follow the rule of its folders. ``DIR/submission.csv`` and ``DIR/html``
+    are replaced only when an earlier quickstart made them (its demo corpus, ``DIR/kaggle/fbp-demo.json``, is there)."""
+    from ..demo import MARKER
+    from ..errors import FbpError
+
+    earlier_quickstart = (directory / "kaggle" / MARKER).is_file()
+    for name in ("submission.csv", "html"):
+        path = directory / name
+        if path.is_symlink() or (path.exists() and not earlier_quickstart):
+            raise FbpError(f"{path} exists and was not written by fbp quickstart; refusing to replace it (choose another DIR)")
+
+
 @app.command("quickstart")
 def quickstart_command(
     directory: Path = typer.Argument(Path("quickstart"), metavar="DIR", help="Where to put the demo corpus, processed data, run and submission."),
@@ -70,6 +83,7 @@ def quickstart_command(
 
     Generates essays in the Kaggle layout, preprocesses them into folds, trains every fold keeping the best epoch by competition F1, scores the out-of-fold predictions, and writes a submission (and an HTML view) for the demo test essays. Each step is an ordinary fbp command, printed before it runs.
     """
+    check_quickstart_dir(directory)
     started = time.monotonic()
     for arguments in quickstart_commands(directory, essays, folds, epochs, wandb):
         console.print(Rule(style="dim"))

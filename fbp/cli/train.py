@@ -66,11 +66,19 @@ def train_command(
     reporter = ConsoleTrainingReporter(console, err_console)  # says "run directory: ..." once the directory exists
     try:
         train_run(config, run_dir, reporter=reporter)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
         reporter.close()  # the live progress display first, so that nothing is drawn below the message
         kept = f"finished folds and epochs are kept in {escape(str(run_dir))}" if run_dir.exists() else "nothing was written yet"
         console.print(f"[yellow]stopped: {kept}; run the same command again to resume[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(interruption, "exit_code", 130)) from None
+    except Exception as error:  # noqa: BLE001 - a library writing a checkpoint by itself onto a full disk
+        from ..errors import FbpError, disk_full_reason
+
+        reason = disk_full_reason(error) if not isinstance(error, FbpError) else None
+        if reason is None:
+            raise
+        raise FbpError(f"cannot write into the run directory {run_dir}: {reason} ({str(error).splitlines()[0][:160]}); "
+                       "free some space and run the same command again to resume") from None
     finally:
         reporter.close()
 

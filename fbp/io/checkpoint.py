@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 from safetensors import SafetensorError
 
 from .. import __version__
@@ -36,18 +36,26 @@ class CheckpointMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
-    max_length: int
-    stride: int
+    max_length: StrictInt = Field(ge=8, le=1_000_000)
+    stride: StrictInt = Field(ge=0)
     label_subtokens: str = "first"
     model: Optional[str] = None  # the base model it was trained from
-    fold: Optional[int] = None
+    fold: Optional[StrictInt] = Field(default=None, ge=0)
     run: Optional[str] = None
     fbp_version: str = __version__
     decoding: Optional[ThresholdConfig] = None  # the thresholds the fold was scored with
-    best_epoch: Optional[int] = None
-    best_f1: Optional[float] = None
+    best_epoch: Optional[StrictInt] = Field(default=None, ge=0)
+    best_f1: Optional[float] = Field(default=None, ge=0, le=1)
     # Not stored in fbp.json: the labels of config.json's id2label, in id order.
     labels: List[str] = []
+
+    @model_validator(mode="after")
+    def _windows_overlap_less_than_their_length(self) -> "CheckpointMeta":
+        if self.stride >= self.max_length:
+            raise ValueError(f"stride {self.stride} must be smaller than max_length {self.max_length}")
+        if self.label_subtokens not in ("first", "all"):
+            raise ValueError(f"label_subtokens must be 'first' or 'all', got {self.label_subtokens!r}")
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude={"labels"}, exclude_none=True), indent=2) + "\n"
@@ -98,21 +106,37 @@ def read_checkpoint_meta(directory: Union[str, Path]) -> CheckpointMeta:
     directory = Path(directory)
     if not is_checkpoint(directory):
         raise FbpError(f"{directory} is not an fbp checkpoint (no {FBP_META_FILE} and config.json)")
-    try:
-        stored = json.loads((directory / FBP_META_FILE).read_text(encoding="utf-8"))
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FbpError(f"{directory}: unreadable checkpoint metadata ({error})") from None
+    stored, config = (_read_json(directory / name) for name in (FBP_META_FILE, "config.json"))
     if not isinstance(stored, dict):
         raise FbpError(f"{directory / FBP_META_FILE}: expected a JSON object (window length, stride, ...), found a {type(stored).__name__}")
     if not isinstance(config, dict) or not isinstance(config.get("id2label") or {}, dict):
         raise FbpError(f"{directory / 'config.json'}: not a model config (expected a JSON object with id2label)")
     id2label = config.get("id2label") or {}
     try:
-        return CheckpointMeta.model_validate({**stored, "labels": [id2label[key] for key in sorted(id2label, key=int)]})
+        labels = [id2label[key] for key in sorted(id2label, key=int)]
+    except (ValueError, TypeError):
+        raise FbpError(f"{directory / 'config.json'}: id2label keys must be label ids (0, 1, ...)") from None
+    try:
+        meta = CheckpointMeta.model_validate({**stored, "labels": labels})
     except ValidationError as error:
         problem = error.errors()[0]
-        raise FbpError(f"{directory / FBP_META_FILE}: {'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
+        where = ".".join(map(str, problem["loc"])) or "fbp.json"
+        raise FbpError(f"{directory / FBP_META_FILE}: {where}: {problem['msg']} (got {str(problem.get('input'))[:80]!r})") from None
+    if meta.decoding is not None:
+        from ..config import check_complete_decoding
+
+        check_complete_decoding(meta.decoding, str(directory / FBP_META_FILE))
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and not isinstance(positions, bool) and meta.max_length > positions:
+        raise FbpError(f"{directory / FBP_META_FILE}: max_length {meta.max_length} is more than the model's {positions} positions (config.json)")
+    return meta
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise FbpError(f"{path}: unreadable checkpoint metadata ({str(error)[:200]})") from None
 
 
 def load_checkpoint(directory: Union[str, Path], device: Optional[str] = None) -> Checkpoint:
@@ -129,15 +153,36 @@ def load_checkpoint(directory: Union[str, Path], device: Optional[str] = None) -
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(directory)
-            model = AutoModelForTokenClassification.from_pretrained(directory, use_safetensors=True)
-    except (OSError, ValueError, SafetensorError) as error:
+            model, loading = AutoModelForTokenClassification.from_pretrained(directory, use_safetensors=True, output_loading_info=True,
+                                                                             ignore_mismatched_sizes=True)  # reported below, naming the file
+    except (OSError, ValueError, SafetensorError, RuntimeError) as error:
         raise FbpError(f"cannot load checkpoint {directory}: {_load_problem(error)}") from None
+    check_complete_weights(directory, model, loading)
     if not getattr(tokenizer, "is_fast", False):
         raise FbpError(f"{directory}: the tokenizer is not a fast tokenizer")
     if device is not None:
         model.to(device)
     model.eval()
     return Checkpoint(path=directory, model=model, tokenizer=tokenizer, meta=meta)
+
+
+def check_complete_weights(directory: Path, model: Any, loading: dict) -> None:
+    """Refuse weights that do not fill the model: a missing tensor would be randomly initialised (a classifier head
+    removed gives hundreds of random spans), a wrongly shaped or extra one means another model; a NaN or infinite
+    value poisons every prediction. One message naming the file and a few tensors, never a silently random model."""
+    import torch
+
+    weights = directory / "model.safetensors"
+    for kind in ("missing_keys", "mismatched_keys", "unexpected_keys"):
+        names = sorted(str(name) for name in (loading.get(kind) or ()))
+        if names:
+            what = {"missing_keys": "lacks", "mismatched_keys": "has wrongly shaped", "unexpected_keys": "has unexpected"}[kind]
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise FbpError(f"{weights}: {what} tensors for this model ({shown}); the checkpoint is damaged or of another model")
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise FbpError(f"{weights}: tensor {name} holds NaN or infinite values; the checkpoint is damaged")
 
 
 def check_safetensors(directory: Union[str, Path]) -> None:

@@ -52,15 +52,26 @@ class EnsembleDir:
         self.file = self.path / ENSEMBLE_FILE
         try:
             stored = json.loads(self.file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             raise FbpError(f"{self.file} is not a valid fbp ensemble file ({error.__class__.__name__}: {error})") from None
         if not isinstance(stored, dict) or stored.get("format") != FORMAT:
             raise FbpError(f"{self.file} is not an fbp ensemble file (format {stored.get('format') if isinstance(stored, dict) else None!r})")
-        if not isinstance(stored.get("version"), int) or stored["version"] > VERSION:
+        if not isinstance(stored.get("version"), int) or isinstance(stored.get("version"), bool) or not 1 <= stored["version"] <= VERSION:
             raise FbpError(f"{self.file}: ensemble version {stored.get('version')!r} is newer than this fbp reads ({VERSION})")
         members, weights = stored.get("members"), stored.get("weights")
         if not isinstance(members, list) or not isinstance(weights, list) or len(members) != len(weights) or not members:
-            raise FbpError(f"{self.file}: needs as many members as weights (found {members!r} and {weights!r})")
+            raise FbpError(f"{self.file}: needs as many members as weights (found {str(members)[:80]} and {str(weights)[:80]})")
+        import math
+
+        if not all(isinstance(member, str) and member and "\0" not in member for member in members):
+            raise FbpError(f"{self.file}: members must be paths (non-empty strings)")
+        if not all(isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and 0 <= weight <= 1 for weight in weights):
+            shown = next(weight for weight in weights if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and 0 <= weight <= 1))
+            raise FbpError(f"{self.file}: weights must be numbers from 0 to 1 (fbp stores them normalised), got {str(shown)[:40]!r}")
+        if not sum(weights) > 0:
+            raise FbpError(f"{self.file}: the weights add up to 0")
+        if not isinstance(stored.get("info", {}), (dict, type(None))):
+            raise FbpError(f"{self.file}: info must be an object")
         self.members: List[Path] = [Path(member) for member in members]
         self.weights: List[float] = [float(weight) for weight in weights]
         self.info: Dict[str, Any] = stored.get("info") or {}

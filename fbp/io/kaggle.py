@@ -15,6 +15,59 @@ import numpy as np
 
 from ..errors import FbpError
 
+class NotARegularFile(FbpError):
+    """An essay path that is a folder, a named pipe, a device or a dangling link: never opened for reading."""
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file (a link to one is fine). A named pipe or device is never read
+    (it would block forever or never end): it is opened without blocking and refused once seen not to be a file."""
+    import stat
+
+    try:
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise NotARegularFile(f"{path} is a dangling symbolic link") from None
+        raise
+    except IsADirectoryError:
+        raise NotARegularFile(f"{path} is a directory, not an essay file") from None
+    except PermissionError:
+        raise FbpError(f"{path}: permission denied (cannot read the essay)") from None
+    try:
+        mode = os.fstat(handle).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "directory" if stat.S_ISDIR(mode) else "named pipe" if stat.S_ISFIFO(mode) else "device or socket"
+            raise NotARegularFile(f"{path} is a {kind}, not an essay file")
+        with os.fdopen(handle, "rb", closefd=True) as file:
+            handle = None
+            return file.read()
+    except OSError as error:
+        raise FbpError(f"{path}: cannot read the essay ({error.strerror or error})") from None
+    finally:
+        if handle is not None:
+            os.close(handle)
+
+
+MAX_ID_BYTES = 200  # an id is a file name (ID.txt, ID.html): well within the 255 bytes of most filesystems
+
+
+def bad_essay_id(essay_id: str) -> Optional[str]:
+    """Why ``essay_id`` cannot be an essay's name (it becomes the file name ID.txt), or None when it can: essay ids
+    are names, never paths."""
+    if "/" in essay_id or "\\" in essay_id:
+        return "has a path separator"
+    if "\0" in essay_id:
+        return "has a NUL byte"
+    if essay_id in (".", "..") or essay_id.startswith(".."):
+        return "is a relative path"
+    if any(ord(character) < 32 for character in essay_id):
+        return "has a control character"
+    if len(essay_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        return f"is longer than {MAX_ID_BYTES} bytes"
+    return None
+
+
 REQUIRED_COLUMNS = ("id", "discourse_start", "discourse_end", "discourse_type", "predictionstring")
 SPAN_COLUMNS = ["id", "class", "predictionstring"]
 
@@ -45,6 +98,11 @@ def read_table(data_dir: Path) -> "pd.DataFrame":  # noqa: F821
     if table.empty:
         raise FbpError(f"{csv_path}: the table has no rows")
     table["row"] = np.arange(1, len(table) + 1)  # kept through filtering, for messages
+    for row, essay_id in zip(table["row"], table["id"]):
+        problem = bad_essay_id(essay_id)
+        if problem:
+            shown = essay_id if len(essay_id) <= 60 else essay_id[:57] + "..."
+            raise FbpError(f"{csv_path}, row {row}: essay id {shown!r} {problem}; an id names a file in train/, never a path")
     return table
 
 
@@ -58,7 +116,7 @@ def read_texts(text_dir: Path, essay_ids: Sequence[str]) -> Tuple[List[Optional[
         path = text_dir / f"{essay_id}.txt"
         try:
             # Bytes, then decode: text mode would turn \r\n into \n and shift every character offset.
-            texts.append(path.read_bytes().decode("utf-8"))
+            texts.append(read_regular_file(path).decode("utf-8"))
         except FileNotFoundError:
             missing.append(essay_id)
             texts.append(None)
@@ -85,6 +143,7 @@ class EssayDir:
     ids: List[str]
     n_words: List[int]
     empty: List[str] = field(default_factory=list)  # ids of the essays without a single word
+    skipped: List[str] = field(default_factory=list)  # *.txt names that are not regular files (folders, pipes, dangling links)
 
     @classmethod
     def scan(cls, directory: Path) -> "EssayDir":
@@ -92,11 +151,17 @@ class EssayDir:
         if not directory.is_dir():
             raise FbpError(f"text directory {directory} does not exist" if not directory.exists() else f"{directory} is not a directory")
         paths = sorted(directory.glob("*.txt"))
+        # Only regular files are essays: a folder, named pipe or dangling link called x.txt is skipped with a
+        # warning (a pipe would block forever), never opened.
+        skipped = [path for path in paths if not path.is_file()]
+        paths = [path for path in paths if path.is_file()]
         if not paths:
-            raise FbpError(f"{directory} has no *.txt essays")
+            extra = f" (skipped {len(skipped)} that are not regular files, e.g. {skipped[0].name})" if skipped else ""
+            raise FbpError(f"{directory} has no *.txt essays{extra}")
         n_words = [len(_read_essay(path).split()) for path in paths]
         ids = [path.stem for path in paths]
-        return cls(directory, ids, n_words, [essay_id for essay_id, count in zip(ids, n_words) if count == 0])
+        return cls(directory, ids, n_words, [essay_id for essay_id, count in zip(ids, n_words) if count == 0],
+                   [path.name for path in skipped])
 
     def texts(self) -> Iterator[str]:
         """The essays' texts in ``ids`` order, read one at a time."""
@@ -111,7 +176,7 @@ class EssayDir:
 
 def _read_essay(path: Path) -> str:
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except UnicodeDecodeError as error:
         raise FbpError(f"essay {path.name} is not valid UTF-8 (byte {error.start})") from None
     return text
@@ -158,13 +223,15 @@ def _read_csv(path: Path, role: str) -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
 
     try:
-        header = pd.read_csv(path, nrows=0).columns
+        header = pd.read_csv(path, nrows=0, keep_default_na=False).columns
         wanted = [column for column in header if column in ("id", "class", "discourse_type", "predictionstring")]
-        frame = pd.read_csv(path, usecols=wanted)  # only the needed columns (train.csv also holds the essay texts)
+        # Only an empty cell is missing: ids such as "NA" or "null" are names (pandas would read them as missing).
+        strings = {"keep_default_na": False, "na_values": [""]}
+        frame = pd.read_csv(path, usecols=wanted, **strings)  # only the needed columns (train.csv also holds the essay texts)
         if not all(pd.api.types.is_string_dtype(frame[column]) for column in wanted):
             # A column read as numbers (e.g. every predictionstring one word): read it again as text,
             # which is several times slower, so only when needed.
-            frame = pd.read_csv(path, usecols=wanted, dtype=str)
+            frame = pd.read_csv(path, usecols=wanted, dtype=str, **strings)
         return frame
     except pd.errors.EmptyDataError:
         raise FbpError(f"{role} file {path} is empty (expected a header id,class,predictionstring)") from None

@@ -87,13 +87,61 @@ def load_processed(directory: Path) -> ProcessedData:
         raise FbpError(f"{directory}: no processed dataset there (make one with `fbp preprocess DATA_DIR -o {directory}`)")
     if not is_processed_dir(directory):
         raise FbpError(f"{directory}: not an fbp processed dataset (no meta.json with format {FORMAT!r}); run `fbp preprocess`")
-    meta = json.loads((directory / "meta.json").read_text())
+    try:
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise FbpError(f"{directory / 'meta.json'}: unreadable ({str(error)[:200]}); run `fbp preprocess` again") from None
     try:
         essays = pd.read_parquet(directory / "essays.parquet")
         spans = pd.read_parquet(directory / "spans.parquet")
-    except (OSError, ValueError) as error:
-        raise FbpError(f"{directory}: unreadable processed dataset ({error}); run `fbp preprocess` again") from error
+    except (OSError, ValueError, ArithmeticError) as error:
+        raise FbpError(f"{directory}: unreadable processed dataset ({str(error)[:200]}); run `fbp preprocess` again") from None
+    check_processed(directory, essays, spans, meta)
     return ProcessedData(essays=essays, spans=spans, meta=meta)
+
+
+def check_processed(directory: Path, essays, spans, meta: Dict[str, Any]) -> None:
+    """Every column of a processed dataset checked before training reads it (a label out of range would fail
+    mid-epoch; a fold out of range would train on nothing): one message naming the file and the essay."""
+    import numpy as np
+
+    from ..labels import CLASSES, NUM_LABELS
+
+    essays_file, spans_file, meta_file = directory / "essays.parquet", directory / "spans.parquet", directory / "meta.json"
+
+    def bad(file: Path, what: str) -> FbpError:
+        return FbpError(f"{file}: {what}; the processed dataset is damaged (run `fbp preprocess` again)")
+
+    folds = meta.get("folds")
+    if not isinstance(folds, int) or isinstance(folds, bool) or not 2 <= folds <= 1000:
+        raise bad(meta_file, f"folds must be a whole number from 2, got {str(folds)[:40]!r}")
+    missing = [column for column in ("id", "text", "fold", "n_words", "word_labels") if column not in essays.columns]
+    if missing:
+        raise bad(essays_file, f"missing column(s) {', '.join(missing)}")
+    ids = essays["id"]
+    if not all(isinstance(value, str) and value for value in ids):
+        raise bad(essays_file, "every essay needs a non-empty text id")
+    if ids.duplicated().any():
+        raise bad(essays_file, f"essay {str(ids[ids.duplicated()].iloc[0])[:60]!r} appears twice")
+    if not all(isinstance(value, str) for value in essays["text"]):
+        raise bad(essays_file, "every essay needs its text")
+    for column, low, high in (("fold", 0, folds - 1), ("n_words", 0, 10_000_000)):
+        values = essays[column]
+        if values.dtype.kind not in "iu" or (len(values) and (values.min() < low or values.max() > high)):
+            raise bad(essays_file, f"{column} must be whole numbers from {low} to {high}")
+    for essay_id, n_words, labels in zip(ids, essays["n_words"], essays["word_labels"]):
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) != n_words or (len(labels) and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= NUM_LABELS)):
+            raise bad(essays_file, f"essay {essay_id}: word labels must be {n_words} label ids from 0 to {NUM_LABELS - 1}")
+    missing = [column for column in ("id", "class", "predictionstring") if column not in spans.columns]
+    if missing:
+        raise bad(spans_file, f"missing column(s) {', '.join(missing)}")
+    unknown = ~spans["class"].isin(CLASSES)
+    if unknown.any():
+        raise bad(spans_file, f"row {int(np.argmax(unknown.to_numpy())) + 1}: unknown class {str(spans['class'][unknown].iloc[0])[:40]!r}")
+    foreign = ~spans["id"].isin(set(ids))
+    if foreign.any():
+        raise bad(spans_file, f"row {int(np.argmax(foreign.to_numpy())) + 1}: essay {str(spans['id'][foreign].iloc[0])[:60]!r} is not in essays.parquet")
 
 
 def spans_path(directory: Path) -> Path:

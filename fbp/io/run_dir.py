@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-import yaml
-
 from .. import __version__
 from ..atomic import remove_stale_temporaries, write_atomic
 from ..config import Config, ThresholdConfig, read_decoding, validate_decoding
@@ -23,6 +21,13 @@ from ..errors import FbpError, UsageError
 from .decoder import DECODER_FILE
 from .run_record import EpochRecord, FoldRecord, RunRecord, read_run_json, validated  # noqa: F401  (their home before)
 from .run_settings import RESUMABLE_KEYS, config_differences, run_settings  # noqa: F401  (their home before)
+from .lock import LOCK_FILE, RunLock, holder_running  # noqa: F401  (the lock and liveness live in fbp.io.lock)
+
+# Settings every fbp version wrote into a run's config.yaml: one missing means the file was damaged. Settings added
+# later are absent from older runs and read as their default.
+CORE_SETTINGS = ("data.processed_dir", "model.name", "windows.max_length", "windows.stride", "windows.label_subtokens",
+                 "training.epochs", "training.learning_rate", "training.batch_size", "training.seed", "decoding.min_words",
+                 "decoding.min_confidence")
 
 class TruthNotFound(FbpError):
     """A run does not lead to its ground truth (the command line then asks for it explicitly)."""
@@ -103,6 +108,9 @@ class RunDir:
 
     def lock(self, command: str = "fbp train") -> "RunLock":
         """The run directory's lock (a context manager): one writer at a time, a stale lock taken over."""
+        from ..atomic import refuse_links_inside
+
+        refuse_links_inside(self.path, "run directory")  # fbp writes and deletes in it: nothing there may lead elsewhere
         return RunLock(self.path, command)
 
     def resumable_checkpoint(self, fold: int) -> Optional[Path]:
@@ -172,7 +180,30 @@ class RunDir:
         """The resolved config tree of ``config.yaml`` (empty when there is none)."""
         if not self.config_path.exists():
             return {}
-        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        from .yamlfile import load_yaml
+
+        try:
+            text = self.config_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise FbpError(f"cannot read {self.config_path}: {error}") from None
+        try:
+            tree = load_yaml(text, self.config_path)
+        except UsageError as error:
+            raise FbpError(str(error)) from None
+        if tree is None:
+            return {}
+        if not isinstance(tree, dict) or not all(isinstance(value, (dict, type(None), str)) for value in tree.values()):
+            raise FbpError(f"{self.config_path}: not a run's config (expected a mapping of sections: data, model, training, ...); the run is damaged")
+        missing = [section for section in ("data", "model", "windows", "training", "decoding") if not isinstance(tree.get(section), dict)]
+        if missing:  # fbp writes every section: one missing means the file was damaged (defaults would be another run)
+            raise FbpError(f"{self.config_path}: the run's config lacks the section(s) {', '.join(missing)}; the run is damaged")
+        lacking = [key for key in CORE_SETTINGS if key.split(".")[1] not in tree[key.split(".")[0]]]
+        if lacking:  # settings every fbp wrote: one missing is damage, not an old run (newer ones read as their default)
+            raise FbpError(f"{self.config_path}: the run's config lacks {', '.join(lacking[:3])}; the run is damaged")
+        from ..config import check_complete_decoding
+
+        check_complete_decoding(validate_decoding(tree["decoding"], str(self.config_path)), str(self.config_path))
+        return tree
 
     def read_record(self) -> Optional[RunRecord]:
         """``run.json``, validated; None when the run has none yet."""
@@ -292,105 +323,18 @@ def _complete_trainer_checkpoint(path: Path) -> bool:
     return (path / CHECKPOINT_EVAL_FILE).is_file() and any(path.glob("*.safetensors"))
 
 
-# --- the run lock (helper faults moves this block, with the process-liveness checks, to one place) -------------
 # How long after its last write a run locked on another host (whose process cannot be checked) counts as running.
 RECENT_SECONDS = 30 * 60
-LOCK_FILE = ".fbp.lock"
-
-
-class RunLock:
-    """``RUN/.fbp.lock``: one writer at a time in a run directory (``fbp train``, ``fbp evaluate RUN --tune``).
-
-    The lock file holds the owner's pid, host, start time and the process's own start (to tell a pid reused after
-    a reboot). A lock whose process is gone (same host, pid not running, or now another process) is stale: it is
-    taken over, with a note. A lock held on another host cannot be checked from here;
-    the message says how to remove it by hand.
-    """
-
-    def __init__(self, run_path: Path, command: str = "fbp train"):
-        self.path = Path(run_path) / LOCK_FILE
-        self.command = command
-        self.mine: Dict[str, Any] = {}
-        self.took_over: Optional[Dict[str, Any]] = None  # the stale lock that was replaced, if any
-
-    def holder(self) -> Optional[Dict[str, Any]]:
-        try:
-            content = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            content = {}
-        return content if isinstance(content, dict) else {}
-
-    def acquire(self) -> "RunLock":
-        import os
-        import socket
-
-        from ..atomic import pid_alive, process_start
-
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise FbpError(f"cannot create the run directory {self.path.parent}: {error.strerror or error}") from None
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "process_start": process_start(os.getpid())}
-        for _ in range(3):
-            try:
-                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                holder = self.holder()
-                if holder is None:
-                    continue  # released in the meantime
-                pid, host = holder.get("pid"), holder.get("host")
-                if not isinstance(pid, int):
-                    age = time.time() - self.path.stat().st_mtime
-                    if age < 10:  # being written right now
-                        time.sleep(0.2)
-                        continue
-                elif host != socket.gethostname():
-                    raise FbpError(
-                        f"{self.path.parent} is locked by {holder.get('command', 'fbp')} (pid {pid} on host {host}, since "
-                        f"{holder.get('started', '?')}); this host cannot tell whether it still runs. If it does not, delete {self.path}"
-                    )
-                elif pid_alive(pid) and holder.get("process_start") in (None, process_start(pid)):  # not a reused pid
-                    raise FbpError(
-                        f"{self.path.parent} is in use by another {holder.get('command', 'fbp')} (pid {pid}, since "
-                        f"{holder.get('started', '?')}); wait for it to finish or stop it, or write into another directory"
-                    )
-                self.took_over = holder
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(json.dumps(mine))
-            self.mine = mine
-            return self
-        raise FbpError(f"could not lock {self.path.parent}: {self.path} keeps changing (another fbp command starting?)")
-
-    def release(self) -> None:
-        holder = self.holder()
-        if self.mine and holder is not None and holder.get("pid") == self.mine.get("pid") and holder.get("host") == self.mine.get("host"):
-            self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
 def lock_holder_state(run_path: Path) -> Optional[str]:
     """Who holds ``RUN/.fbp.lock``: None (nobody), ``alive`` (a running process on this host), ``dead`` (a process
-    gone, or a pid now reused), ``elsewhere`` (another host: cannot be checked from here)."""
-    import socket
-
-    from ..atomic import pid_alive, process_start
-
+    gone, or a pid now reused), ``elsewhere`` (another host: cannot be checked from here). Asks :mod:`fbp.io.lock`."""
     holder = RunLock(run_path).holder()
     if holder is None:
         return None
-    pid, host = holder.get("pid"), holder.get("host")
-    if host != socket.gethostname():
+    import socket
+
+    if holder.get("host") != socket.gethostname():
         return "elsewhere"
-    if isinstance(pid, int) and pid_alive(pid) and holder.get("process_start") in (None, process_start(pid)):  # not a reused pid
-        return "alive"
-    return "dead"
+    return "alive" if holder_running(holder) else "dead"

@@ -8,10 +8,11 @@ exact on writing: keys fbp train never set are not written.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import FbpError
 
@@ -23,35 +24,67 @@ def validated(record_type: Any, content: Any, source: Union[str, Path]) -> Any:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise FbpError(f"{source}: '{where}' {first['msg'].lower()} (got {first.get('input')!r})") from None
+        shown = repr(first.get("input"))
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise FbpError(f"{source}: '{where}' {first['msg'].lower()} (got {shown})") from None
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)  # no NaN or infinite figure is believed
 
     def to_dict(self) -> Dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
+        return _finite_or_none(self.model_dump(mode="json", exclude_unset=True))
+
+
+def _finite_or_none(value: Any) -> Any:
+    """A record as written: a NaN or infinite figure (a diverged training's loss) is stored as null, which reads back."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def _only_classes(value: Dict[str, Any]) -> Dict[str, Any]:
+    from ..labels import CLASSES
+
+    unknown = [name for name in value if name not in CLASSES]
+    if unknown:
+        raise ValueError(f"unknown class {unknown[0][:40]!r}")
+    return value
+
+
+Score = Optional[Annotated[float, Field(ge=0, le=1)]]  # an F1
+Amount = Optional[Annotated[float, Field(ge=0, le=1e9)]]  # seconds, a loss
+Count = Union[Annotated[int, Field(ge=0, le=100_000)], Annotated[float, Field(ge=0, le=100_000)]]  # an epoch
 
 
 class EpochRecord(_Record):
     """One epoch of one fold: mean training loss, validation loss, F1, per-class F1, whether it was kept."""
 
-    epoch: Union[int, float]
-    loss: Optional[float] = None
-    eval_loss: Optional[float] = None
-    f1: Optional[float] = None
-    per_class: Dict[str, Optional[float]] = {}
+    epoch: Count
+    loss: Amount = None
+    eval_loss: Amount = None
+    f1: Score = None
+    per_class: Dict[str, Score] = {}
     saved: Optional[bool] = None
-    seconds: Optional[float] = None
+    seconds: Amount = None
+
+    @field_validator("per_class")
+    @classmethod
+    def _known_classes(cls, value: Dict[str, Any]) -> Dict[str, Any]:
+        return _only_classes(value)
 
 
 class FoldRecord(_Record):
     """A finished fold: its best epoch (the one its checkpoint holds) and every epoch's numbers."""
 
-    fold: int
-    best_epoch: Optional[Union[int, float]] = None
-    best_f1: Optional[float] = None
-    seconds: Optional[float] = None
+    fold: int = Field(ge=0, le=1000)
+    best_epoch: Optional[Count] = None
+    best_f1: Score = None
+    seconds: Amount = None
     epochs: List[EpochRecord] = []
 
 
@@ -62,20 +95,25 @@ class RunRecord(_Record):
     model: Optional[str] = None
     fbp_version: Optional[str] = None
     created: Optional[str] = None
-    status: str = "complete"
+    status: Literal["complete", "running", "partial", "interrupted"] = "complete"
     processed_dir: Optional[str] = None  # absolute, so evaluate and ensemble find the truth from anywhere
     processed_fingerprint: Optional[str] = None  # of the processed data trained on: a resume against other data refuses
     config: Dict[str, Any] = {}
-    cv_f1: Optional[float] = None  # macro F1 of all out-of-fold predictions, configured thresholds
-    cv_per_class: Dict[str, Optional[float]] = {}
-    cv_essays: Optional[int] = None
-    cv_f1_tuned: Optional[float] = None  # thresholds tuned out of fold, cross-fitted
-    cv_per_class_tuned: Dict[str, Optional[float]] = {}
-    cv_f1_learned: Optional[float] = None  # the learned span decoder, cross-fitted
-    cv_per_class_learned: Dict[str, Optional[float]] = {}
-    decoder: Optional[str] = None  # the decoding the run uses: "learned" or "thresholds" (None: thresholds, runs made before)
-    train_seconds: Optional[float] = None
+    cv_f1: Score = None  # macro F1 of all out-of-fold predictions, configured thresholds
+    cv_per_class: Dict[str, Score] = {}
+    cv_essays: Optional[Annotated[int, Field(ge=0, le=100_000_000)]] = None
+    cv_f1_tuned: Score = None  # thresholds tuned out of fold, cross-fitted
+    cv_per_class_tuned: Dict[str, Score] = {}
+    cv_f1_learned: Score = None  # the learned span decoder, cross-fitted
+    cv_per_class_learned: Dict[str, Score] = {}
+    decoder: Optional[Literal["learned", "thresholds"]] = None  # the decoding the run uses: "learned" or "thresholds" (None: thresholds, runs made before)
+    train_seconds: Amount = None
     folds: List[FoldRecord] = []
+
+    @field_validator("cv_per_class", "cv_per_class_tuned", "cv_per_class_learned")
+    @classmethod
+    def _known_classes(cls, value: Dict[str, Any]) -> Dict[str, Any]:
+        return _only_classes(value)
 
     @classmethod
     def from_content(cls, content: Any, source: Union[str, Path]) -> "RunRecord":
@@ -97,6 +135,6 @@ def read_run_json(path: Union[str, Path]) -> RunRecord:
     path = Path(path)
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise FbpError(f"cannot read {path}: {error}") from None
     return RunRecord.from_content(content, path)
