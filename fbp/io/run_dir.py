@@ -355,11 +355,26 @@ class RunLock:
             content = {}
         return content if isinstance(content, dict) else {}
 
+    @staticmethod
+    def holder_alive(holder: Dict[str, Any]) -> Optional[bool]:
+        """Whether the process a lock file names still runs: True or False on this host (a pid reused by another
+        process counts as gone), None when it was taken on another host (this host cannot tell)."""
+        import socket
+
+        from ..atomic import pid_alive, process_start
+
+        pid, host = holder.get("pid"), holder.get("host")
+        if not isinstance(pid, int):
+            return False
+        if host != socket.gethostname():
+            return None
+        return pid_alive(pid) and holder.get("process_start") in (None, process_start(pid))
+
     def acquire(self) -> "RunLock":
         import os
         import socket
 
-        from ..atomic import pid_alive, process_start
+        from ..atomic import process_start
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -385,7 +400,7 @@ class RunLock:
                         f"{self.path.parent} is locked by {holder.get('command', 'fbp')} (pid {pid} on host {host}, since "
                         f"{holder.get('started', '?')}); this host cannot tell whether it still runs. If it does not, delete {self.path}"
                     )
-                elif pid_alive(pid) and holder.get("process_start") in (None, process_start(pid)):  # not a reused pid
+                elif self.holder_alive(holder):
                     raise FbpError(
                         f"{self.path.parent} is in use by another {holder.get('command', 'fbp')} (pid {pid}, since "
                         f"{holder.get('started', '?')}); wait for it to finish or stop it, or write into another directory"
