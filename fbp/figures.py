@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 # run.json key of each CV F1 figure -> (its decoding, how it was measured), and the key of its per-class F1.
 FIGURES: Dict[str, Tuple[str, str]] = {
-    "cv_f1": ("configured thresholds", "out-of-fold"),
-    "cv_f1_tuned": ("tuned thresholds", "out-of-fold, tuned on the other folds (cross-fitted)"),
-    "cv_f1_learned": ("learned decoding", "out-of-fold, fitted on the other folds (cross-fitted)"),
+    "cv_f1": ("configured thresholds", "out of fold"),
+    "cv_f1_tuned": ("tuned thresholds", "cross-fitted out of fold"),  # tuned on the other folds
+    "cv_f1_learned": ("learned decoding", "cross-fitted out of fold"),  # fitted on the other folds
 }
 PER_CLASS_KEY = {"cv_f1": "cv_per_class", "cv_f1_tuned": "cv_per_class_tuned", "cv_f1_learned": "cv_per_class_learned"}
 # Short names of the decodings, as --decoding spells them, for each figure.
@@ -21,7 +21,7 @@ DECODING_OF = {"cv_f1": "thresholds (configured)", "cv_f1_tuned": "thresholds", 
 
 
 def describe(key: str) -> str:
-    """``cv_f1_tuned`` -> ``tuned thresholds, out-of-fold, tuned on the other folds (cross-fitted)``."""
+    """``cv_f1_tuned`` -> ``tuned thresholds, cross-fitted out of fold``."""
     decoding, measured = FIGURES[key]
     return f"{decoding}, {measured}"
 
