@@ -224,3 +224,23 @@ def test_cli_compares_globbed_runs_and_exits_1_on_a_broken_file(runs, tmp_path, 
     assert completed.returncode == 1
     assert "broken.json is not valid JSON" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_a_run_in_training_shows_its_time_so_far_and_an_interrupted_one_its_recorded_time(tmp_path):
+    import os
+    import time
+
+    from fbp.io.run_dir import RunLock
+
+    path = write_run(tmp_path / "run", "run", 0.5, seconds=100.0)
+    summary = RunDir(tmp_path / "run").read_summary()
+    summary.status = "running"
+    RunDir(tmp_path / "run").write_summary(summary)
+    written = time.time() - 50  # run.json was last written (a fold ended) 50 s ago
+    os.utime(path, (written, written))
+    with RunLock(tmp_path / "run"):  # a live fbp train holds the run
+        running = load_run(path)
+    assert running.status == "running"
+    assert 149 <= running.train_seconds <= 160  # the recorded 100 s and the 50 s since
+    stopped = load_run(path)  # the lock is gone: interrupted, with the time recorded when it stopped
+    assert stopped.status == "interrupted" and stopped.train_seconds == 100.0
