@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..config import flatten_config
 from ..errors import FbpError, UsageError
-from ..figures import quoted_per_class
+from ..figures import quoted_key, quoted_per_class
 from ..io.run_dir import RunDir, RunRecord, validated
 from ..labels import CLASSES
 from ..training.best_epoch import improves, selection_score
@@ -127,6 +127,7 @@ def _from_run_json(path: Path, record: RunRecord) -> RunSummary:
         cv_f1_tuned=record.cv_f1_tuned,
         cv_f1_learned=record.cv_f1_learned,
         decoder=record.decoder,
+        quoted=quoted_key(content),
         per_class=per_class,
         per_class_decoding=per_class_key,
         folds=folds,

@@ -35,6 +35,7 @@ class RunSummary:
     cv_f1_tuned: Optional[float] = None  # fbp train: thresholds tuned out of fold, cross-fitted
     cv_f1_learned: Optional[float] = None  # fbp train: learned span decoder, cross-fitted
     decoder: Optional[str] = None  # the decoding the run uses: "learned" or "thresholds"
+    quoted: Optional[str] = None  # the figure to quote: "cv_f1", "cv_f1_tuned" or "cv_f1_learned" (fbp.figures)
     per_class_decoding: Optional[str] = None  # which F1 per_class holds: "cv_f1", "cv_f1_tuned", "cv_f1_learned"
     folds_planned: Optional[int] = None  # folds the run trains (fbp runs), to tell how far it is
     epochs_planned: Optional[int] = None  # epochs per fold

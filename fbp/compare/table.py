@@ -84,13 +84,14 @@ def compare_runs(paths: Sequence[Path], sort: Optional[str] = None) -> Compariso
                     ((key, setting_value(run, key, defaults)) for key in settings)})
         row["cv_f1"], row["cv_f1_tuned"], row["cv_f1_learned"] = run.cv_f1, run.cv_f1_tuned, run.cv_f1_learned
         row["decoder"] = run.decoder
+        row["quoted"] = run.quoted
         row["per_class_of"] = run.per_class_decoding
         row.update({name: run.per_class.get(name) for name in CLASSES})
         row["best_epochs"] = " ".join(_format_epoch(fold.best_epoch) if fold.finished else f"({_format_epoch(fold.best_epoch)})"
                                       for fold in run.folds) or None
         row["train_seconds"] = run.train_seconds
         rows.append(row)
-    columns = ["run", "status", "progress", "model", *settings, "cv_f1", "cv_f1_tuned", "cv_f1_learned", "decoder", "per_class_of",
+    columns = ["run", "status", "progress", "model", *settings, "cv_f1", "cv_f1_tuned", "cv_f1_learned", "decoder", "quoted", "per_class_of",
                *CLASSES, "best_epochs", "train_seconds"]
     table = pd.DataFrame(rows, columns=columns)
     table[SCORE_COLUMNS + ["train_seconds"]] = table[SCORE_COLUMNS + ["train_seconds"]].astype(float)
@@ -149,6 +150,7 @@ def write_json(comparison: Comparison, path: Path) -> None:
             "cv_f1_tuned": run.cv_f1_tuned,
             "cv_f1_learned": run.cv_f1_learned,
             "decoder": run.decoder,
+            "figure_to_quote": run.quoted,
             "cv_per_class": run.per_class,
             "cv_per_class_of": run.per_class_decoding,  # which figure's decoding the per-class F1 are of
             "train_seconds": run.train_seconds,
