@@ -97,10 +97,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="also fit the learned decoder with seeds 1..N-1 and report the mean and spread (its run-to-run noise)")
     args = parser.parse_args()
 
-    from fbp.config import DecodingConfig
+    from fbp.config import ThresholdConfig
     from fbp.decode import cross_fitted_thresholds, decode_essays
     from fbp.labels import CLASSES
-    from fbp.learned_decoder import DecoderSettings, class_signal, fit_learned_decoder
+    from decoding_diagnostics import candidate_recall, class_signal
+    from fbp.learned_decoder import DecoderSettings, fit_learned_decoder
     from fbp.metric import score
 
     summary = json.loads((args.run_dir / "run.json").read_text())
@@ -108,7 +109,7 @@ def main() -> None:
     oof = dict(sorted(load_word_probs(args.run_dir / "oof_word_probs.npz").items()))
     truth = truth[truth["id"].isin(set(oof))].reset_index(drop=True)
     folds = run_folds(args.run_dir, list(oof))
-    default = DecodingConfig.model_validate(summary["config"]["decoding"])
+    default = ThresholdConfig.model_validate(summary["config"]["decoding"])
     settings = DecoderSettings()
     for item in args.set:
         key, value = item.split("=", 1)
@@ -148,7 +149,7 @@ def main() -> None:
         print(f"learned over {args.seeds} seeds: macro F1 {', '.join(f'{f1:.4f}' for f1 in f1s)}; mean {f1s.mean():.4f} (min {f1s.min():.4f}, max {f1s.max():.4f}); "
               f"mean - tuned {f1s.mean() - tuned_result.f1:+.4f}")
         print(f"| learned, mean of {args.seeds} seeds | {f1s.mean():.4f} | {' | '.join(f'{per_class[c]:.3f}' for c in CLASSES)} |")
-    recall = fit.candidate_recall(truth)
+    recall = candidate_recall(fit, truth)
     print(f"candidate recall (true spans some candidate matches): {', '.join(f'{c} {recall.get(c, 0):.3f}' for c in CLASSES)}")
     print(f"candidates: {len(fit.candidates):,} ({len(fit.candidates) / len(oof):.0f} per essay), positives {fit.labels.mean():.3f}")
     rules = {name: (None if rule.threshold == float('inf') else rule.threshold, rule.max_per_essay) for name, rule in fit.decoder.rules.items()}
