@@ -173,3 +173,32 @@ def test_a_training_in_an_80_column_terminal(tmp_path, processed_demo, tiny_mode
     assert any(run_dir in line for line in lines[:2]), text
     for fold in (0, 1):
         assert any(f"{run_dir}/fold_{fold}" in line for line in lines), text
+
+
+# --- fbp ensemble --fit-weights ------------------------------------------------------------------------------
+
+def test_ensemble_fit_weights_compares_like_with_like_and_ends_with_the_figure_to_quote(tmp_path, monkeypatch):
+    import numpy as np
+    from conftest import run_cli
+    from test_learned_decoder import _oof_run, synthetic_essays
+
+    from fbp.cli import _app
+    from fbp.labels import NUM_LABELS
+
+    probs, truth = synthetic_essays(90)
+    rng = np.random.default_rng(1)
+    noisy = {essay_id: rows * 0.5 + rng.dirichlet(np.ones(NUM_LABELS), len(rows)).astype(np.float32) * 0.5 for essay_id, rows in probs.items()}
+    a, truth_path = _oof_run(tmp_path / "a", probs, truth)
+    b, _ = _oof_run(tmp_path / "b", noisy, truth)
+    monkeypatch.setattr(_app.console, "width", 80)
+    result = run_cli("ensemble", a.path, b.path, "--fit-weights", "--truth", truth_path)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert ELLIPSIS not in result.stdout and all(len(line) <= 80 for line in lines), result.stdout
+    # every blend row names its decoding and how it was measured
+    assert re.search(r"blend, tuned\s+tuned thresholds\s+cross-fitted\s+\d\.\d{4}", result.stdout), result.stdout
+    assert re.search(r"blend, learned\s+learned decoding\s+cross-fitted\s+\d\.\d{4}", result.stdout), result.stdout
+    text = " ".join(lines)  # (sentences wrap at spaces in 80 columns)
+    assert re.search(r"learned decoding \d\.\d{4} (beats|does not beat) the tuned thresholds \d\.\d{4} \(both cross-fitted out of fold\)", text), text
+    last = " ".join(lines[-2:])
+    assert re.search(r"^The figure to quote for the blend: F1 \d\.\d{4} \((learned decoding|tuned thresholds), cross-fitted", last), last

@@ -58,9 +58,14 @@ def evaluate_command(
     console.print(_score_table(evaluation))
     console.print(f"macro F1 {evaluation.result.f1:.4f}: {escape(evaluation.what)}", highlight=False, soft_wrap=True)
     if evaluation.to_quote is not None:
+        from ..figures import DECODING_OF, describe
+
         key, value = evaluation.to_quote
-        how = "learned decoder fitted on the other folds" if key == "cv_f1_learned" else "thresholds tuned on the other folds"
-        console.print(f"[dim]the figure to quote for this run is {key} = {value:.4f} in run.json ({how}, cross-fitted)[/]", highlight=False, soft_wrap=True)
+        uses = DECODING_OF[key]
+        evaluated = evaluation.decoded_with
+        other = "" if uses.startswith(evaluated or "") else f"; this evaluation decoded with {evaluated}, which the run does not use"
+        console.print(f"[dim]the figure to quote for this run is {key} = {value:.4f} in run.json ({describe(key)}: the decoding "
+                      f"the run uses, {uses}){other}[/]", highlight=False)
     for warning in evaluation.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if json_path is not None:

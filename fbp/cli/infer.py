@@ -182,42 +182,64 @@ def ensemble(
 
 
 def _print_oof_report(report) -> None:
+    """Each member's and the blend's out-of-fold F1, each row naming its decoding and how it was measured; then
+    the learned decoder against the tuned thresholds (both cross-fitted, like with like) and the figure to quote."""
+    from rich import box
+    from rich.markup import escape
+
     from ..labels import CLASSES, SHORT_NAMES
 
-    table = Table(title=f"out-of-fold F1 on {report.essays:,} essays shared by all members", title_justify="left",
-                  caption="each run's thresholds (decoding.json: tuned on these same essays, so in-sample); the ensemble with the "
-                          "first member's (or --decoding); fitted weights are chosen on these essays too (in-sample)")
-    table.add_column("model", overflow="fold", max_width=28)
-    table.add_column("weight", justify="right")
-    table.add_column("macro F1", justify="right", style="bold")
-    for name in CLASSES:
-        table.add_column(SHORT_NAMES[name], justify="right", no_wrap=True)
-    rows = [(name, f"{weight:.2f}", result) for name, weight, result in zip(report.members, report.weights, report.member_results)]
-    rows.append(("ensemble", "", report.ensemble_result))
+    in_sample = "in-sample"  # thresholds tuned (or weights fitted) on these same essays
+    names = [Path(str(name)).name or str(name) for name in report.members]
+    names = names if len(set(names)) == len(names) else [str(name) for name in report.members]  # short unless ambiguous
+    rows = [(escape(name), f"{weight:.2f}", "its tuned thresholds", in_sample, result)
+            for name, weight, result in zip(names, report.weights, report.member_results)]
+    rows.append(("blend", "", "first member's thresholds", in_sample, report.ensemble_result))
     if report.fitted_result is not None:
-        rows.append(("ensemble, fitted weights", "fitted", report.fitted_result))
+        rows.append(("blend, fitted", "fitted", "first member's thresholds", in_sample, report.fitted_result))
     if report.thresholds_result is not None:
-        rows.append(("ensemble, tuned thresholds (cross-fitted)", "", report.thresholds_result))
+        rows.append(("blend, tuned", "", "tuned thresholds", "cross-fitted", report.thresholds_result))
     if report.learned_result is not None:
-        rows.append(("ensemble, learned decoding (cross-fitted)", "", report.learned_result))
-    best = max(result.f1 for _, _, result in rows)
-    for name, weight, result in rows:
-        per_class = result.class_f1()
-        table.add_row(name, weight, f"{result.f1:.4f}", *(f"{per_class[c]:.3f}" if c in per_class else "-" for c in CLASSES), style="green" if result.f1 == best else None)
+        rows.append(("blend, learned", "", "learned decoding", "cross-fitted", report.learned_result))
+    style = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "title_justify": "left", "title_style": "bold"}
+    table = Table(title=f"out-of-fold F1 on {report.essays:,} essays shared by all members", **style)
+    for column in ("F1 of", "weight", "decoding", "measured", "macro F1"):
+        table.add_column(column, justify="right" if column in ("weight", "macro F1") else "left", no_wrap=True)
+    per_class = Table(title="F1 per class", **style)
+    per_class.add_column("F1 of", no_wrap=True)
+    for name in CLASSES:
+        per_class.add_column(SHORT_NAMES[name], justify="right", no_wrap=True)
+    for name, weight, decoding, measured, result in rows:
+        table.add_row(name, weight, decoding, measured, f"[bold]{result.f1:.4f}[/]")
+        scores = result.class_f1()
+        per_class.add_row(name, *(f"{scores[c]:.3f}" if c in scores else "-" for c in CLASSES))
     console.print(table)
+    console.print(per_class)
+    console.print("[dim]in-sample: thresholds tuned (and weights fitted) on these same essays, so optimistic; cross-fitted: "
+                  "each essay decoded by what was fitted without it.[/]", highlight=False)
     if report.cross_fitted_by is not None and not report.cross_fitted_by.startswith("the folds"):
         err_console.print(f"[yellow]note:[/] the blend's decoding was cross-fitted by {report.cross_fitted_by}", highlight=False)
     best_member = max(result.f1 for result in report.member_results)
     final = report.fitted_result or report.ensemble_result
-    console.print(f"ensemble {final.f1:.4f} vs best single member {best_member:.4f} ({final.f1 - best_member:+.4f})")
+    console.print(f"blend {final.f1:.4f} vs best single member {best_member:.4f} ({final.f1 - best_member:+.4f}), "
+                  "both in-sample with their thresholds", highlight=False)
     if report.fitted_weights is not None:
         if report.fitted_result.f1 > report.ensemble_result.f1:
             console.print(f"fitted weights: [bold]--weights {','.join(f'{w:g}' for w in report.fitted_weights)}[/]")
         else:
             console.print("fitting found no weights better than the ones given; keeping them")
-    if report.learned_result is not None:
-        verdict = "beats" if report.learned_result.f1 > final.f1 else "does not beat"
-        console.print(f"learned decoding on the blend {report.learned_result.f1:.4f} (cross-fitted) {verdict} its thresholds ({final.f1:.4f})")
-    if report.saved_dir is not None:
-        kept = "weights and learned decoder" if report.learned_result is not None and report.learned_result.f1 > final.f1 else "weights (thresholds decoding)"
-        console.print(f"saved {kept} in [bold]{report.saved_dir}[/]: fbp infer {report.saved_dir} --input TEXT_DIR")
+    if report.learned_result is not None and report.thresholds_result is not None:
+        learned, thresholds = report.learned_result.f1, report.thresholds_result.f1
+        verdict = "beats" if report.uses_learned else "does not beat"
+        console.print(f"learned decoding {learned:.4f} {verdict} the tuned thresholds {thresholds:.4f} (both cross-fitted out of fold): "
+                      f"the blend decodes with {'its learned decoder' if report.uses_learned else 'thresholds'}", highlight=False)
+        quote, what = (learned, "learned decoding") if report.uses_learned else (thresholds, "tuned thresholds")
+        if report.saved_dir is not None:
+            kept = "weights and learned decoder" if report.uses_learned else "weights (thresholds decoding)"
+            console.print(f"saved {kept} in [bold]{escape(str(report.saved_dir))}[/]: fbp infer {escape(str(report.saved_dir))} --input TEXT_DIR",
+                          highlight=False)
+        console.print(f"[bold]The figure to quote for the blend: F1 [green]{quote:.4f}[/] ({what}, cross-fitted out of fold: the decoding "
+                      f"it uses).[/]", highlight=False)
+    elif report.saved_dir is not None:
+        console.print(f"saved weights in [bold]{escape(str(report.saved_dir))}[/]: fbp infer {escape(str(report.saved_dir))} --input TEXT_DIR",
+                      highlight=False)
