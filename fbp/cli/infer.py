@@ -129,6 +129,15 @@ def parse_weights(raw: Optional[List[str]]) -> Optional[List[float]]:
         raise UsageError(f"--weights must be numbers, got {','.join(raw)}") from None
 
 
+def check_weights(members: List[Path], weights: Optional[List[float]]) -> None:
+    """One weight per member (an ensemble directory given alone brings its own), finite, not all zero: UsageError."""
+    from ..predict import expand_ensemble_dir
+    from ..word_probs import normalise_weights
+
+    paths, weights, _ = expand_ensemble_dir(members, weights)
+    normalise_weights(weights, len(paths))
+
+
 @app.command()
 def ensemble(
     members: List[Path] = typer.Argument(..., metavar="MEMBER...", help="Checkpoints, run directories and/or saved word-probability .npz files; each is one member.", show_default=False),
@@ -154,6 +163,7 @@ def ensemble(
 
     check_paths_exist(("MEMBER", "checkpoint, run directory or .npz file", members), ("--input", "directory of essays", [input_dir]))
     member_weights = parse_weights(weights)
+    check_weights(members, member_weights)  # before any model is loaded or file written
     blend_decoder = None
     if input_dir is None or fit_weights:
         from ..oof import NoOutOfFold
