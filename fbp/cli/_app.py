@@ -71,9 +71,9 @@ WANDB_HELP = "wandb mode: auto (online if logged in, else offline), online, offl
 WandbOpt = typer.Option(None, "--wandb", metavar="MODE", callback=check_wandb_mode, help=WANDB_HELP + " \\[default: auto]", show_default=False)
 # What to train on, shared by `fbp train` and `fbp tune` (each trial of a search is an `fbp train`).
 DataOpt = typer.Option(None, "--data", "-d", metavar="DIR", help="Processed data directory (from `fbp preprocess`). \\[default: data/processed]", show_default=False)
-FoldsOpt = typer.Option(None, "--folds", help="Number of folds (re-folds when it differs from preprocess). \\[default: preprocess's folds]", show_default=False)
-EpochsOpt = typer.Option(None, "--epochs", "-e", help="Epochs per fold. \\[default: 3]", show_default=False)
-MaxEssaysOpt = typer.Option(None, "--max-essays", help="Train on a fixed random subset of this many essays.", show_default=False)
+FoldsOpt = typer.Option(None, "--folds", min=2, help="Number of folds (re-folds when it differs from preprocess). \\[default: preprocess's folds]", show_default=False)
+EpochsOpt = typer.Option(None, "--epochs", "-e", min=1, help="Epochs per fold. \\[default: 3]", show_default=False)
+MaxEssaysOpt = typer.Option(None, "--max-essays", min=1, help="Train on a fixed random subset of this many essays. \\[default: all]", show_default=False)
 
 
 def training_options(data, folds, epochs, max_essays, wandb) -> dict:

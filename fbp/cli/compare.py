@@ -31,11 +31,13 @@ def compare_command(
 ) -> None:
     """Runs side by side: the settings that differ, CV F1 and F1 per class (best in green), best epochs, time.
 
-    Runs still training or interrupted are shown with their finished folds and epochs and their status, so a run
-    can be followed from another terminal while it trains. Also available as `fbp compare-runs`.
+    Runs still training or interrupted are shown with their finished folds and epochs, their status and their time so far, so a run can be followed from another terminal while it trains. Also available as `fbp compare-runs`.
 
-    Examples: `fbp compare runs` (a folder of runs), `fbp compare runs/*`, or
-    `fbp compare runs/*/run.json --sort Claim --csv runs.csv --plot f1.png`.
+    Examples:
+
+    - `fbp compare runs` (a folder of runs)
+
+    - `fbp compare runs/*/run.json --sort Claim --csv runs.csv --plot f1.png`
     """
     from ..compare import compare_runs, plot_epoch_f1, write_csv, write_json
 

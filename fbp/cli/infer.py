@@ -15,11 +15,11 @@ CheckpointsArg = typer.Argument(..., metavar="CKPT_OR_RUN...", help="Fold checkp
 InputOpt = typer.Option(..., "--input", "-i", metavar="TEXT_DIR", help="Directory of essays to predict (every *.txt).", show_default=False)
 SaveProbsOpt = typer.Option(None, "--save-probs", help="Also save the word probabilities (a .npz file, or word_probs.npz in a directory).", show_default=False)
 HtmlOpt = typer.Option(None, "--html", help="Write an HTML view: one page per essay, predicted (and true) spans in colour.", show_default=False)
-TruthOpt = typer.Option(None, "--truth", help="Ground truth (train.csv format) to show beside the predictions / to score against.", show_default=False)
+TruthOpt = typer.Option(None, "--truth", "-t", help="Ground truth (train.csv format) to show beside the predictions / to score against.", show_default=False)
 BatchOpt = typer.Option(16, "--batch-size", "-b", min=1, help="Windows per forward pass.")
-DeviceOpt = typer.Option(None, "--device", metavar="DEVICE", help="cpu, cuda, cuda:1 ... (default: cuda when available).", show_default=False)
-DecodingOpt = typer.Option(None, "--decoding", metavar="learned|thresholds|argmax|FILE",
-                           help="How spans are decoded: learned (the run's learned decoder), thresholds (the run's or checkpoint's), argmax (no thresholds), or a decoding.json of thresholds. Default: the run's choice.", show_default=False)
+DeviceOpt = typer.Option(None, "--device", metavar="DEVICE", help="cpu, cuda, cuda:N (a GPU's index) or mps. \\[default: cuda when available, else cpu]", show_default=False)
+DecodingOpt = typer.Option(None, "--decoding", metavar="auto|learned|thresholds|argmax|FILE",
+                           help="How spans are decoded: auto (the run's choice), learned (the run's learned decoder), thresholds (the run's or checkpoint's), argmax (no thresholds), or a decoding.json of thresholds. \\[default: auto]", show_default=False)
 
 
 def parse_decoding(value: Optional[str]):
@@ -34,7 +34,7 @@ def parse_decoding(value: Optional[str]):
     if not Path(value).is_file():
         raise UsageError(f"--decoding {value}: neither {', '.join(d for d in DECODINGS if d != 'auto')} nor a decoding.json file")
     return "thresholds", Path(value)
-WeightsOpt = typer.Option(None, "--weights", "-w", metavar="W,W,...", help="One weight per model, as 0.6,0.4 or repeated (default: equal).", show_default=False)
+WeightsOpt = typer.Option(None, "--weights", "-w", metavar="W,W,...", help="One weight per member, as 0.6,0.4 or repeated. \\[default: equal]", show_default=False)
 
 
 def _print_result(result, started: float) -> None:
@@ -78,11 +78,15 @@ def infer(
     device: Optional[str] = DeviceOpt,
     decoding: Optional[str] = DecodingOpt,
 ) -> None:
-    """Predict every TEXT_DIR/*.txt and write a Kaggle submission (works offline).
+    """Predict every essay of --input TEXT_DIR (its *.txt files) and write a Kaggle submission (works offline).
 
     Several checkpoints (or a run directory: all its folds) are averaged at the word level; spans are decoded with the thresholds stored with the run or checkpoint (or --decoding).
 
-    Example: fbp infer runs/minilm --input data/demo/test -o submission.csv
+    Examples:
+
+    - `fbp infer runs/minilm --input data/demo/test -o submission.csv`
+
+    - `fbp infer runs/minilm/fold_0 --input data/demo/test --html view` (one fold, and a page per essay to look at)
     """
     check_paths_exist(("CKPT_OR_RUN", "checkpoint or run directory", checkpoints), ("--input", "directory of essays", [input_dir]))
     started = time.monotonic()
@@ -143,7 +147,7 @@ def ensemble(
     members: List[Path] = typer.Argument(..., metavar="MEMBER...", help="Checkpoints, run directories and/or saved word-probability .npz files; each is one member.", show_default=False),
     input_dir: Optional[Path] = typer.Option(None, "--input", "-i", metavar="TEXT_DIR", help="Essays to predict (every *.txt); without it, score the runs' out-of-fold predictions.", show_default=False),
     weights: Optional[List[str]] = WeightsOpt,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Submission CSV to write (default with --input: submission.csv).", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Submission CSV to write (with --input). \\[default: submission.csv]", show_default=False),
     fit_weights: bool = typer.Option(False, "--fit-weights", help="Fit the weights on out-of-fold F1 (runs sharing folds), then use them; also fits a learned decoder on the blend."),
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", metavar="DIR", help="With --fit-weights: save the weights and the blend's learned decoder in DIR, which fbp ensemble and fbp infer accept like a run.", show_default=False),
     save_probs: Optional[Path] = SaveProbsOpt,
@@ -157,7 +161,11 @@ def ensemble(
 
     Different models and tokenizers mix freely: everything meets at the word level. Without --input, runs that share folds are scored out of fold (each member and the ensemble), and --fit-weights searches the weights that maximise that F1.
 
-    Examples: fbp ensemble runs/minilm runs/deberta --fit-weights; fbp ensemble ckpts/* --input test/ -w 0.6,0.4 -o submission.csv
+    Examples:
+
+    - `fbp ensemble runs/minilm runs/deberta --fit-weights` (out-of-fold F1 of the blend, weights fitted)
+
+    - `fbp ensemble ckpts/* --input test/ -w 0.6,0.4 -o submission.csv`
     """
     from ..oof import ensemble_oof
 

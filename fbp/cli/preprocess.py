@@ -17,7 +17,7 @@ def preprocess(
     data_dir: Path = typer.Argument(..., help="The Kaggle layout: train.csv and train/ID.txt for every id.", show_default=False),
     output: Path = OutputOpt(Path("data/processed"), "Where to write the processed dataset (replaced only once the new one is complete)."),
     folds: int = typer.Option(5, "--folds", min=2, help="Number of folds (multilabel-stratified by the classes each essay contains)."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the fold assignment."),
+    seed: int = typer.Option(42, "--seed", min=0, help="Seed of the fold assignment."),
 ) -> None:
     """Validate a Kaggle download, make one BIO label per word and stratified folds, and write the processed dataset.
 

@@ -64,7 +64,7 @@ def quickstart_command(
     directory: Path = typer.Argument(Path("quickstart"), metavar="DIR", help="Where to put the demo corpus, processed data, run and submission."),
     essays: int = typer.Option(120, "--essays", min=10, help="Demo essays to generate."),
     folds: int = typer.Option(2, "--folds", min=2, help="Folds to train."),
-    epochs: int = typer.Option(4, "--epochs", min=1, help="Epochs per fold."),
+    epochs: int = typer.Option(4, "--epochs", "-e", min=1, help="Epochs per fold."),
     wandb: str = typer.Option("disabled", "--wandb", metavar="MODE", callback=check_wandb_mode, help=WANDB_HELP + " \\[default: disabled]",
                               show_default=False),
 ) -> None:
