@@ -62,6 +62,7 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False, decod
     if not pred.exists():
         raise FbpError(f"predictions not found: {pred} (give a submission CSV or a run directory)")
     if pred.is_dir():
+        _refuse_a_folder_of_runs(pred)
         return _evaluate_run(pred, truth, tune, decoding)
     if tune:
         raise UsageError("tuning thresholds needs a run directory (its out-of-fold word probabilities), not a submission file")
@@ -82,6 +83,19 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False, decod
             f"spans count as false positives. Is {truth} the truth of these essays?"
         )
     return Evaluation(result, str(pred), str(truth), len(predictions), len(true_spans), essays, warnings=warnings)
+
+
+def _refuse_a_folder_of_runs(folder: Path) -> None:
+    """A folder that holds runs but is not one (``fbp evaluate runs``): name the runs inside, to evaluate one."""
+    from .io.run_dir import RunDir
+
+    if RunDir(folder).is_run():
+        return
+    runs = sorted(child.name for child in folder.iterdir() if child.is_dir() and RunDir(child).is_run())
+    if runs:
+        shown = ", ".join(runs[:8]) + (f" and {len(runs) - 8} more" if len(runs) > 8 else "")
+        raise UsageError(f"{folder} is a folder of runs ({shown}), not a run: evaluate one of them, e.g. `fbp evaluate "
+                         f"{folder / runs[0]}`; `fbp compare {folder}` shows them all side by side")
 
 
 def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "auto") -> Evaluation:

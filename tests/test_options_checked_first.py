@@ -31,3 +31,27 @@ def test_a_bad_option_is_refused_before_any_file_is_written_or_model_loaded(tmp_
         assert word in message, completed.stderr
     assert "Traceback" not in completed.stderr and "checkpoint" not in message.replace("per checkpoint", "")
     assert _files_under(tmp_path) == before, "a file was written before the option was checked"
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["train", "--set", "training.lr=1e-4"], ["unknown key 'training.lr'; did you mean 'training.learning_rate'?"]),
+    (["train", "--set", "training.learnig_rate=1e-4"], ["did you mean 'training.learning_rate'?"]),
+    (["train", "--set", "training.bs=8"], ["did you mean 'training.batch_size'?"]),
+    (["infer", "{tmp}/a", "--input", "{tmp}/essays/e1.txt"], ["--input", "is a file; --input takes a folder of essays"]),
+    (["evaluate", "{tmp}/runs"], ["is a folder of runs (first, second), not a run", "fbp evaluate {tmp}/runs/first", "fbp compare {tmp}/runs"]),
+])
+def test_a_mistake_gets_the_hint_that_fixes_it(tmp_path, arguments, words):
+    from fbp.config import Config
+    from fbp.io.run_dir import RunDir
+
+    for folder in ("a", "essays"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "essays" / "e1.txt").write_text("An essay.\n")
+    for name in ("first", "second"):
+        RunDir(tmp_path / "runs" / name).open(Config.model_validate({"name": name}))
+    completed = run_fbp_process(*[argument.format(tmp=tmp_path) for argument in arguments], cwd=tmp_path, env={"COLUMNS": "300"})
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    message = " ".join(completed.stderr.split())
+    for word in words:
+        assert word.format(tmp=tmp_path) in message, completed.stderr
+    assert "Traceback" not in completed.stderr

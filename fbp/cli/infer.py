@@ -101,10 +101,15 @@ def check_paths_exist(*arguments) -> None:
     """
     from ..errors import FbpError
 
+    from ..errors import UsageError
+
     for name, what, paths in arguments:
         for path in paths:
             if path is not None and not Path(path).exists():
                 raise FbpError(f"{name} {path}: no such {what}")
+            if name == "--input" and path is not None and Path(path).is_file():
+                raise UsageError(f"--input {path} is a file; --input takes a folder of essays (every *.txt in it): to predict "
+                                 f"this essay alone, put it in a folder of its own and give that folder")
 
 
 def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder=None):
