@@ -202,3 +202,19 @@ def test_ensemble_fit_weights_compares_like_with_like_and_ends_with_the_figure_t
     assert re.search(r"learned decoding \d\.\d{4} (beats|does not beat) the tuned thresholds \d\.\d{4} \(both cross-fitted out of fold\)", text), text
     last = " ".join(lines[-2:])
     assert re.search(r"^The figure to quote for the blend: F1 \d\.\d{4} \((learned decoding|tuned thresholds), cross-fitted", last), last
+
+
+# --- warnings that are not the user's business ---------------------------------------------------------------
+
+def test_gradient_checkpointing_is_enabled_without_a_deprecation_warning(tiny_model_dir):
+    import warnings
+
+    from fbp.config import Config
+    from fbp.model import load_model_for_training
+
+    config = Config.model_validate({"model": {"name": str(tiny_model_dir), "gradient_checkpointing": True}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model_for_training(str(tiny_model_dir), config.model)
+    assert model.is_activation_checkpointing
+    assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
