@@ -54,7 +54,7 @@ def evaluate_command(
         outcome = "the run now decodes with it" if learned["decoder"] == "learned" else "the run keeps its thresholds"
         console.print(f"learned decoding {learned['cv_f1_learned']:.4f} (cross-fitted) {verdict} the thresholds ({learned['thresholds']:.4f}): {outcome}", highlight=False)
     console.print(_score_table(evaluation))
-    console.print(f"macro F1 {evaluation.result.f1:.4f}: {escape(evaluation.what)}", highlight=False, soft_wrap=True)
+    console.print(f"macro F1 {evaluation.result.f1:.4f}: {escape(evaluation.what)}", highlight=False, soft_wrap=not console.is_terminal)
     if evaluation.to_quote is not None:
         from ..figures import DECODING_OF, describe
 

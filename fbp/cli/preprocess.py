@@ -55,7 +55,7 @@ def _print_summary(summary) -> None:
     console.print(
         f"[bold green]wrote[/] {escape(str(summary.output_dir))}: {summary.essays:,} essays, {summary.words:,} words, "
         f"{sum(summary.spans_per_class.values()):,} spans, {summary.folds} folds (seed {summary.seed})",
-        soft_wrap=True,  # never break the path
+        soft_wrap=not console.is_terminal,  # a terminal wraps at spaces (a path stays whole); a log gets one line
     )
     table = Table(title="spans per class and fold", title_justify="left")
     table.add_column("class")

@@ -69,7 +69,8 @@ def train_command(
     except KeyboardInterrupt:
         reporter.close()  # the live progress display first, so that nothing is drawn below the message
         kept = f"finished folds and epochs are kept in {escape(str(run_dir))}" if run_dir.exists() else "nothing was written yet"
-        console.print(f"[yellow]stopped: {kept}; run the same command again to resume[/]", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]stopped: {kept}; run the same command again to resume[/]", highlight=False,
+                      soft_wrap=not console.is_terminal)
         raise typer.Exit(130) from None
     finally:
         reporter.close()
