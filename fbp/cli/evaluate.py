@@ -19,7 +19,7 @@ def evaluate_command(
     ),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file (macro F1 under \"f1\").", show_default=False),
     tune: bool = typer.Option(False, "--tune", help="Run directory only: tune per-class min_words / min_confidence on the out-of-fold probabilities and refit the learned decoder; save both for infer and ensemble."),
-    decoding: Optional[str] = typer.Option(None, "--decoding", metavar="auto|learned|thresholds|argmax",
+    decoding: Optional[str] = typer.Option(None, "--decoding", metavar="MODE",
                                            help="Run directory only: decode with the run's choice (auto), the learned decoder, the thresholds, or every argmax span. \\[default: auto]", show_default=False),
 ) -> None:
     """Score predictions with the competition metric: per-class TP, FP, FN, precision, recall, F1 and the macro F1.

@@ -18,7 +18,7 @@ HtmlOpt = typer.Option(None, "--html", help="Write an HTML view: one page per es
 TruthOpt = typer.Option(None, "--truth", "-t", help="Ground truth (train.csv format) to show beside the predictions / to score against.", show_default=False)
 BatchOpt = typer.Option(16, "--batch-size", "-b", min=1, help="Windows per forward pass.")
 DeviceOpt = typer.Option(None, "--device", metavar="DEVICE", help="cpu, cuda, cuda:N (a GPU's index) or mps. \\[default: cuda when available, else cpu]", show_default=False)
-DecodingOpt = typer.Option(None, "--decoding", metavar="auto|learned|thresholds|argmax|FILE",
+DecodingOpt = typer.Option(None, "--decoding", metavar="MODE|FILE",
                            help="How spans are decoded: auto (the run's choice), learned (the run's learned decoder), thresholds (the run's or checkpoint's), argmax (no thresholds), or a decoding.json of thresholds. \\[default: auto]", show_default=False)
 
 
@@ -70,7 +70,7 @@ def _print_result(result, started: float) -> None:
 def infer(
     checkpoints: List[Path] = CheckpointsArg,
     input_dir: Path = InputOpt,
-    output: Path = typer.Option(Path("submission.csv"), "--output", "-o", help="Submission CSV to write (id,class,predictionstring)."),
+    output: Path = typer.Option(Path("submission.csv"), "--output", "-o", help="Submission CSV to write (columns id, class, predictionstring)."),
     save_probs: Optional[Path] = SaveProbsOpt,
     html: Optional[Path] = HtmlOpt,
     truth: Optional[Path] = TruthOpt,
