@@ -16,7 +16,8 @@ from fbp.compare import (
     write_json,
 )
 from fbp.cli.compare import render_table
-from fbp.io.run_dir import EpochRecord, FoldRecord, RunDir
+from fbp.io.run_dir import RunDir
+from fbp.io.run_record import EpochRecord, FoldRecord
 from fbp.config import Config
 from fbp.errors import FbpError, UsageError
 from fbp.labels import CLASSES
@@ -34,8 +35,8 @@ def write_run(run_dir, name, cv_f1, learning_rate=5e-5, max_length=512, claim_f1
                               saved=e == best_epoch, seconds=10.0) for e in range(1, 5)]
         summary.with_fold(FoldRecord(fold=fold, best_epoch=best_epoch, best_f1=best_f1, seconds=seconds / 2, epochs=epochs))
     summary.status, summary.cv_f1, summary.cv_per_class, summary.train_seconds = "complete", cv_f1, per_class, seconds
-    run.write_summary(summary)
-    return run.summary_path
+    run.write_record(summary)
+    return run.record_path
 
 
 def write_trainer_state(checkpoint_dir):
@@ -233,9 +234,9 @@ def test_a_run_in_training_shows_its_time_so_far_and_an_interrupted_one_its_reco
     from fbp.io.run_dir import RunLock
 
     path = write_run(tmp_path / "run", "run", 0.5, seconds=100.0)
-    summary = RunDir(tmp_path / "run").read_summary()
+    summary = RunDir(tmp_path / "run").read_record()
     summary.status = "running"
-    RunDir(tmp_path / "run").write_summary(summary)
+    RunDir(tmp_path / "run").write_record(summary)
     written = time.time() - 50  # run.json was last written (a fold ended) 50 s ago
     os.utime(path, (written, written))
     with RunLock(tmp_path / "run"):  # a live fbp train holds the run

@@ -75,11 +75,11 @@ def runs(tmp_path_factory):
     write_run(root / "minilm-lr1e-4-e20", "minilm-lr1e-4-e20", 0.64, learning_rate=1e-4, seconds=4000)
     path = write_run(root / "deberta-v3-large-a1", "deberta-v3-large-a1", 0.70, learning_rate=2e-5, max_length=1024, seconds=9000)
     run = RunDir(path.parent)
-    summary = run.read_summary()
+    summary = run.read_record()
     summary.cv_f1_tuned, summary.cv_f1_learned, summary.decoder = 0.71, 0.7312, "learned"
     summary.cv_per_class_tuned = dict(summary.cv_per_class)
     summary.cv_per_class_learned = {name: round(f1 + 0.02, 4) for name, f1 in summary.cv_per_class.items()}
-    run.write_summary(summary)
+    run.write_record(summary)
     return root
 
 

@@ -25,7 +25,7 @@ DecodingOpt = typer.Option(None, "--decoding", metavar="MODE|FILE",
 def parse_decoding(value: Optional[str]):
     """``--decoding`` -> (mode, thresholds file or None): a keyword, or a decoding.json path (thresholds)."""
     from ..errors import UsageError
-    from ..predict import DECODINGS
+    from ..infer import DECODINGS
 
     if value is None:
         return "auto", None
@@ -90,7 +90,8 @@ def infer(
     """
     check_paths_exist(("CKPT_OR_RUN", "checkpoint or run directory", checkpoints), ("--input", "directory of essays", [input_dir]))
     started = time.monotonic()
-    result = _predict(checkpoints, input_dir, output, None, save_probs, html, truth, batch_size, device, decoding)
+    result = _predict(checkpoints, input_dir, output=output, weights=None, save_probs=save_probs, html=html, truth=truth,
+                      batch_size=batch_size, device=device, decoding=decoding)
     _print_result(result, started)
 
 
@@ -112,18 +113,19 @@ def check_paths_exist(*arguments) -> None:
                                  f"this essay alone, put it in a folder of its own and give that folder")
 
 
-def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder=None):
+def _predict(paths, input_dir, *, output, weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder=None):
     """Resolve the device, then predict with a progress line and bar per checkpoint."""
     from ..device import resolve_device
-    from ..predict import predict_directory
+    from ..infer import predict_directory
     from .reporting import PredictionProgress
 
     resolved = resolve_device(device)
     total = len(list(input_dir.glob("*.txt"))) if input_dir.is_dir() else None
     with PredictionProgress(console, err_console, total) as progress:
         mode, decoding_file = parse_decoding(decoding)
-        return predict_directory(paths, input_dir, output, weights, save_probs, html, truth, batch_size, resolved, decoding_file,
-                                 on_checkpoint=progress, decoding_mode=mode, blend_decoder=blend_decoder)
+        return predict_directory(paths, input_dir, output=output, weights=weights, save_probs=save_probs, html_dir=html, truth=truth,
+                                 batch_size=batch_size, device=resolved, decoding_file=decoding_file, on_checkpoint=progress,
+                                 decoding_mode=mode, blend_decoder=blend_decoder)
 
 
 def parse_weights(raw: Optional[List[str]]) -> Optional[List[float]]:
@@ -140,7 +142,7 @@ def parse_weights(raw: Optional[List[str]]) -> Optional[List[float]]:
 
 def check_weights(members: List[Path], weights: Optional[List[float]]) -> None:
     """One weight per member (an ensemble directory given alone brings its own), finite, not all zero: UsageError."""
-    from ..predict import expand_ensemble_dir
+    from ..infer import expand_ensemble_dir
     from ..word_probs import normalise_weights
 
     paths, weights, _ = expand_ensemble_dir(members, weights)
@@ -172,14 +174,14 @@ def ensemble(
 
     - `fbp ensemble ckpts/* --input test/ -w 0.6,0.4 -o submission.csv`
     """
-    from ..oof import ensemble_oof
+    from ..ensemble import ensemble_oof
 
     check_paths_exist(("MEMBER", "checkpoint, run directory or .npz file", members), ("--input", "directory of essays", [input_dir]))
     member_weights = parse_weights(weights)
     check_weights(members, member_weights)  # before any model is loaded or file written
     blend_decoder = None
     if input_dir is None or fit_weights:
-        from ..oof import NoOutOfFold
+        from ..ensemble import NoOutOfFold
 
         try:
             with truth_hint():
@@ -200,7 +202,8 @@ def ensemble(
             err_console.print("[yellow]note:[/] -o, --save-probs and --html need --input TEXT_DIR; nothing written")
         return
     started = time.monotonic()
-    result = _predict(members, input_dir, output or Path("submission.csv"), member_weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder)
+    result = _predict(members, input_dir, output=output or Path("submission.csv"), weights=member_weights, save_probs=save_probs,
+                      html=html, truth=truth, batch_size=batch_size, device=device, decoding=decoding, blend_decoder=blend_decoder)
     _print_result(result, started)
 
 

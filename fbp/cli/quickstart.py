@@ -90,7 +90,7 @@ def print_outcome(directory: Path, seconds: float) -> None:
     from ..io.run_dir import RunDir
 
     run = RunDir(quickstart_run_dir(directory))
-    summary = run.read_summary()
+    summary = run.read_record()
     record = summary.to_dict() if summary is not None else {}
     key = quoted_key(record)
     console.print(f"done in {seconds / 60:.1f} minutes.", highlight=False)

@@ -1,9 +1,8 @@
 """What ``fbp compare`` shows of a run that is not complete: whether a live ``fbp train`` holds it, the epochs of
 the fold in training (from its Trainer checkpoints), how many folds it trains, and its time so far.
 
-The run directory's owner (:mod:`fbp.io.run_dir`) says who holds the lock and whether that process still runs;
-the processed data's owner (:mod:`fbp.io.processed`) reads ``meta.json``; the best epoch so far follows the one
-rule of :mod:`fbp.training.best_epoch`.
+The run directory's owner (:mod:`fbp.io.run_dir`) says whether a live process trains the run and reads the
+processed data's ``meta.json``; the best epoch so far is the one the Trainer keeps (:mod:`fbp.training.best_epoch`).
 """
 
 from __future__ import annotations
@@ -13,25 +12,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..io.processed import read_processed_meta
 from ..io.run_dir import RunDir, RunLock, RunRecord
 from .summary import FoldCurve
 
-# How long after its last write a run locked on another host (whose process cannot be checked) counts as running.
-RECENT_SECONDS = 30 * 60
-
-
 def training_status(run: RunDir, recorded: str) -> str:
-    """``complete``; ``running`` (a live ``fbp train`` holds the run's lock); ``interrupted`` (stopped before the folds it
-    trains were done); ``partial`` (finished the folds it was asked for, not all of the data's)."""
-    if recorded == "complete":
-        return "complete"
-    holder = RunLock(run.path).holder()
-    if holder:
-        alive = RunLock.holder_alive(holder)
-        if alive or (alive is None and time.time() - _last_write(run) < RECENT_SECONDS):
-            return "running"  # (locked on another host: running if written to recently)
-    return "partial" if recorded == "partial" else "interrupted"
+    """``complete``, ``running``, ``interrupted`` or ``partial``: the run directory's owner decides
+    (:meth:`fbp.io.run_dir.RunDir.training_status`: the lock and whether its process still runs)."""
+    return run.training_status(recorded)
 
 
 def elapsed_seconds(run: RunDir, recorded: Optional[float], status: str) -> Optional[float]:
@@ -40,7 +27,7 @@ def elapsed_seconds(run: RunDir, recorded: Optional[float], status: str) -> Opti
     if status != "running":
         return recorded
     try:
-        since = max(0.0, time.time() - run.summary_path.stat().st_mtime)
+        since = max(0.0, time.time() - run.record_path.stat().st_mtime)
     except OSError:  # no run.json yet: the time since the lock was taken
         since = max(0.0, time.time() - _lock_time(run))
     return (recorded or 0.0) + since
@@ -51,18 +38,6 @@ def _lock_time(run: RunDir) -> float:
         return RunLock(run.path).path.stat().st_mtime
     except OSError:
         return time.time()
-
-
-def _last_write(run: RunDir) -> float:
-    """When the run last wrote anything (run.json, a Trainer state), as a time stamp."""
-    candidates = [run.summary_path, run.config_path, *run.work_path.glob("fold_*/checkpoint-*/trainer_state.json")]
-    times = []
-    for candidate in candidates:
-        try:
-            times.append(candidate.stat().st_mtime)
-        except OSError:
-            pass
-    return max(times, default=0.0)
 
 
 def record_from_config(run: RunDir) -> RunRecord:
@@ -81,7 +56,7 @@ def checkpoint_step(state_file: Path) -> int:
 def unfinished_folds(run: RunDir) -> List[FoldCurve]:
     """Folds with Trainer checkpoints in ``.work`` (a fold in training, or interrupted): the epochs evaluated so far,
     the best so far being the one the Trainer keeps (its ``best_global_step``)."""
-    from .reading import best_logged_epoch
+    from ..training.best_epoch import kept_evaluation
 
     curves = []
     for work in sorted(run.work_path.glob("fold_*")):
@@ -101,20 +76,17 @@ def unfinished_folds(run: RunDir) -> List[FoldCurve]:
                   if isinstance(entry, dict) and isinstance(entry.get("eval_f1"), (int, float)) and "epoch" in entry]
         if not scored:
             continue
-        best_step = state.get("best_global_step")
-        best = next((entry for entry in scored if entry.get("step") == best_step), None) or best_logged_epoch(scored)
+        best = kept_evaluation(state.get("log_history") or [], state.get("best_global_step")) or scored[-1]
         curves.append(FoldCurve(int(suffix), round(float(best["epoch"])), float(best["eval_f1"]),
                                 [(round(float(entry["epoch"])), float(entry["eval_f1"])) for entry in scored], finished=False))
     return curves
 
 
 def planned_folds(run: RunDir, settings: Dict[str, Any]) -> Optional[int]:
-    """How many folds the run trains: ``--fold``'s, else ``data.folds``, else its processed data's."""
+    """How many folds the run trains: ``--fold``'s, else ``data.folds``, else its processed data's (``meta.json``)."""
     if settings.get("data.train_folds"):
         return len(settings["data.train_folds"])
     if settings.get("data.folds"):
         return int(settings["data.folds"])
-    processed = run.processed_dir() if run.config_path.exists() or run.summary_path.exists() else None
-    meta = read_processed_meta(processed) if processed else None
-    folds = (meta or {}).get("folds")
+    folds = (run.processed_meta() or {}).get("folds")
     return int(folds) if isinstance(folds, int) else None

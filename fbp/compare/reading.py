@@ -43,7 +43,7 @@ class TrainerStateRecord(BaseModel):
 def _is_fbp_run(directory: Path) -> bool:
     """An fbp run directory, finished or not: its ``run.json``, or the ``config.yaml`` written as training starts."""
     run = RunDir(directory)
-    return run.summary_path.is_file() or run.config_path.is_file()
+    return run.record_path.is_file() or run.config_path.is_file()
 
 
 def find_run_files(paths: Sequence[Path]) -> List[Path]:
@@ -61,10 +61,10 @@ def find_run_files(paths: Sequence[Path]) -> List[Path]:
         elif not path.exists():
             raise FbpError(f"{path}: no such file or directory")
         elif _is_fbp_run(path):
-            files.append(RunDir(path).summary_path)
+            files.append(RunDir(path).record_path)
         elif (path / "trainer_state.json").is_file():
             files.append(path / "trainer_state.json")
-        elif child_runs := sorted(RunDir(child).summary_path for child in path.iterdir() if child.is_dir() and _is_fbp_run(child)):
+        elif child_runs := sorted(RunDir(child).record_path for child in path.iterdir() if child.is_dir() and _is_fbp_run(child)):
             files.extend(child_runs)
         elif checkpoints := sorted(path.glob("checkpoint-*/trainer_state.json"), key=live.checkpoint_step):
             files.append(checkpoints[-1])  # the last checkpoint's state holds the whole log history
@@ -82,7 +82,7 @@ def load_run(path: Path) -> RunSummary:
     """Read an fbp ``run.json`` or a Hugging Face ``trainer_state.json`` (told apart by their content)."""
     path = Path(path)
     run = RunDir(path.parent)
-    if path.name == run.summary_path.name and not path.exists() and run.config_path.is_file():
+    if path.name == run.record_path.name and not path.exists() and run.config_path.is_file():
         return _from_run_json(path, live.record_from_config(run))  # training started, no run.json yet
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
