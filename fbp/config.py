@@ -289,6 +289,19 @@ def resolve_config_path(path: Union[str, Path]) -> Path:
     raise UsageError(f"config file not found: {path}")
 
 
+def _closest_key(wanted: str, allowed: List[str]) -> Optional[str]:
+    """The allowed key a mistyped one most likely meant: its initials (``lr``: learning_rate), a prefix, or a
+    close spelling (``learnig_rate``); None when nothing is close."""
+    import difflib
+
+    wanted = wanted.lower()
+    for key in allowed:
+        if wanted == "".join(word[0] for word in key.split("_") if word) or (len(wanted) >= 3 and key.startswith(wanted)):
+            return key
+    close = difflib.get_close_matches(wanted, allowed, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _describe(error: Dict[str, Any], tree: Dict[str, Any]) -> str:
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
@@ -300,7 +313,10 @@ def _describe(error: Dict[str, Any], tree: Dict[str, Any]) -> str:
                 break
         names = list(section.model_fields) if section is not None and issubclass(section, BaseModel) else []
         allowed = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "") if names else "see the README"
-        return f"unknown key '{_short(key, 60)[1:-1]}' (allowed here: {allowed})"
+        hint = _closest_key(str(error["loc"][-1]), names)
+        prefix = ".".join(str(part) for part in error["loc"][:-1])
+        hint = f"; did you mean '{prefix + '.' if prefix else ''}{hint}'?" if hint else ""
+        return f"unknown key '{_short(key, 60)[1:-1]}'{hint} (allowed here: {allowed})"
     message = error["msg"].removeprefix("Value error, ")[:200]
     if error["loc"]:
         return f"{_short(key, 60)[1:-1]} = {_short(error.get('input'))}: {message}"

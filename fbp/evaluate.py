@@ -38,6 +38,7 @@ class Evaluation:
     what: str = "the predicted spans as given"  # what the F1 is: whose thresholds, in-sample or not
     to_quote: Optional[Tuple[str, float]] = None  # a run's honest figure (run.json key, value), when this one is optimistic
     learned: Optional[Dict[str, object]] = None  # after --tune on a run: the refitted learned decoder's cross-fitted F1 and the choice
+    decoded_with: Optional[str] = None  # a run's out-of-fold predictions: "learned", "thresholds" or "argmax"
 
     def to_dict(self) -> Dict[str, object]:
         numbers = self.result.to_dict()
@@ -61,6 +62,7 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False, decod
     if not pred.exists():
         raise FbpError(f"predictions not found: {pred} (give a submission CSV or a run directory)")
     if pred.is_dir():
+        _refuse_a_folder_of_runs(pred)
         return _evaluate_run(pred, truth, tune, decoding)
     if tune:
         raise UsageError("tuning thresholds needs a run directory (its out-of-fold word probabilities), not a submission file")
@@ -81,6 +83,19 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False, decod
             f"spans count as false positives. Is {truth} the truth of these essays?"
         )
     return Evaluation(result, str(pred), str(truth), len(predictions), len(true_spans), essays, warnings=warnings)
+
+
+def _refuse_a_folder_of_runs(folder: Path) -> None:
+    """A folder that holds runs but is not one (``fbp evaluate runs``): name the runs inside, to evaluate one."""
+    from .io.run_dir import RunDir
+
+    if RunDir(folder).is_run():
+        return
+    runs = sorted(child.name for child in folder.iterdir() if child.is_dir() and RunDir(child).is_run())
+    if runs:
+        shown = ", ".join(runs[:8]) + (f" and {len(runs) - 8} more" if len(runs) > 8 else "")
+        raise UsageError(f"{folder} is a folder of runs ({shown}), not a run: evaluate one of them, e.g. `fbp evaluate "
+                         f"{folder / runs[0]}`; `fbp compare {folder}` shows them all side by side")
 
 
 def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "auto") -> Evaluation:
@@ -106,6 +121,8 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
         raise UsageError(f"unknown decoding {mode!r}; choose one of {', '.join(DECODINGS)}")
     decoding = run.decoding()
     record = run.read_record() if run.record_path.exists() else None
+    from .figures import quoted_key
+
     tuning, saved, learned, warnings = None, [], None, []
     if tune:
         # A training of this run rewrites run.json and the out-of-fold probabilities: one writer at a time.
@@ -122,11 +139,9 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
             raise UsageError(f"learned decoding was asked for, but run {path} has no learned decoder ({run.decoder_path.name}); fit one with fbp evaluate {path} --tune")
         predictions = decoder.decode(word_probs)
         what = "out-of-fold predictions, the run's learned decoder, fitted on these same essays (in-sample: optimistic)"
-        honest = getattr(record, "cv_f1_learned", None) if record is not None else None
-        to_quote = ("cv_f1_learned", honest) if honest is not None else None
     elif mode == "argmax":
         predictions = decode_essays(word_probs, ARGMAX)
-        what, to_quote = "out-of-fold predictions, every argmax span (no thresholds)", None
+        what = "out-of-fold predictions, every argmax span (no thresholds)"
     else:
         predictions = decode_essays(word_probs, decoding)
         configured = run.decoding_path.exists() is False or decoding == _configured_decoding(run)
@@ -136,11 +151,15 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
             what = "out-of-fold predictions, the run's configured thresholds"
         else:
             what = "out-of-fold predictions, the run's tuned thresholds (decoding.json), tuned on these same essays (in-sample: optimistic)"
-        honest = getattr(record, "cv_f1_tuned", None) if record is not None else None
-        to_quote = ("cv_f1_tuned", honest) if honest is not None and (tune or not configured) else None
+    # The figure to quote is the run's, of the decoding the run uses (fbp.figures), whichever decoding this
+    # evaluation used; an in-sample figure is never it.
+    record = run.read_record() if run.record_path.exists() else None  # (as --tune left it)
+    quoted = quoted_key(record.to_dict()) if record is not None else None
+    to_quote = (quoted, getattr(record, quoted)) if quoted is not None and quoted != "cv_f1" else None
     result = score(predictions, true_spans)
     return Evaluation(result, f"{path} (out-of-fold)", str(truth_path), len(predictions), len(true_spans), len(word_probs), tuning, saved,
-                      what=what, to_quote=to_quote, learned=learned, warnings=warnings)
+                      what=what, to_quote=to_quote, learned=learned, warnings=warnings,
+                      decoded_with="learned" if use_learned else "argmax" if mode == "argmax" else "thresholds")
 
 
 def _retune(run: "RunDir", record, word_probs, true_spans, decoding) -> Tuple["ThresholdConfig", "TuningReport", Optional[Dict[str, object]]]:

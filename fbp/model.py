@@ -146,7 +146,7 @@ def load_model_for_training(name: str, model_config: Any, max_length: Optional[i
         setattr(config, present[0], value)
     model = _from_pretrained(AutoModelForTokenClassification, name, config=config, use_safetensors=True)  # never a pickle
     if model_config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()  # (gradient_checkpointing_enable: deprecated in transformers 5)
     return model
 
 

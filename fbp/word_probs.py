@@ -169,7 +169,8 @@ def normalise_weights(weights: Optional[Sequence[float]], n_members: int) -> Lis
         return [1.0 / n_members] * n_members
     weights = [float(weight) for weight in weights]
     if len(weights) != n_members:
-        raise UsageError(f"{len(weights)} weights for {n_members} models; give one weight per checkpoint, run or probabilities file")
+        raise UsageError(f"{len(weights)} weight{'s' if len(weights) != 1 else ''} for {n_members} model{'s' if n_members != 1 else ''}; "
+                         "give one weight per checkpoint, run or probabilities file")
     if not all(math.isfinite(weight) for weight in weights):
         raise UsageError(f"weights must be finite numbers, got {', '.join(f'{weight:g}' for weight in weights)}")
     if any(weight < 0 for weight in weights) or sum(weights) <= 0:

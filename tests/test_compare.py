@@ -35,8 +35,8 @@ def write_run(run_dir, name, cv_f1, learning_rate=5e-5, max_length=512, claim_f1
                               saved=e == best_epoch, seconds=10.0) for e in range(1, 5)]
         summary.with_fold(FoldRecord(fold=fold, best_epoch=best_epoch, best_f1=best_f1, seconds=seconds / 2, epochs=epochs))
     summary.status, summary.cv_f1, summary.cv_per_class, summary.train_seconds = "complete", cv_f1, per_class, seconds
-    run.write_summary(summary)
-    return run.summary_path
+    run.write_record(summary)
+    return run.record_path
 
 
 def write_trainer_state(checkpoint_dir):
@@ -225,3 +225,23 @@ def test_cli_compares_globbed_runs_and_exits_1_on_a_broken_file(runs, tmp_path, 
     assert completed.returncode == 1
     assert "broken.json is not valid JSON" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_a_run_in_training_shows_its_time_so_far_and_an_interrupted_one_its_recorded_time(tmp_path):
+    import os
+    import time
+
+    from fbp.io.run_dir import RunLock
+
+    path = write_run(tmp_path / "run", "run", 0.5, seconds=100.0)
+    summary = RunDir(tmp_path / "run").read_record()
+    summary.status = "running"
+    RunDir(tmp_path / "run").write_record(summary)
+    written = time.time() - 50  # run.json was last written (a fold ended) 50 s ago
+    os.utime(path, (written, written))
+    with RunLock(tmp_path / "run"):  # a live fbp train holds the run
+        running = load_run(path)
+    assert running.status == "running"
+    assert 149 <= running.train_seconds <= 160  # the recorded 100 s and the 50 s since
+    stopped = load_run(path)  # the lock is gone: interrupted, with the time recorded when it stopped
+    assert stopped.status == "interrupted" and stopped.train_seconds == 100.0

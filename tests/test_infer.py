@@ -180,7 +180,7 @@ def test_cli_infer_offline_and_bad_input_exit_codes(run_dir, essay_dir, tmp_path
     bad = run_fbp_process(*command[:2], "--input", tmp_path / "none", env=env)
     assert bad.returncode == 1 and "has no *.txt essays" in " ".join(bad.stderr.split()) and "Traceback" not in bad.stderr
     weights = run_fbp_process("ensemble", run_dir, "-i", essay_dir, "-w", "1,2", env=env)
-    assert weights.returncode == 2 and "2 weights for 1 models" in " ".join(weights.stderr.split())
+    assert weights.returncode == 2 and "2 weights for 1 model" in " ".join(weights.stderr.split())
 
 
 def test_models_with_different_tokenizers_ensemble_at_the_word_level(run_dir, essay_dir, tmp_path):

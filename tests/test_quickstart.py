@@ -46,6 +46,17 @@ def test_quickstart_runs_the_whole_lifecycle_with_the_packaged_minilm(tmp_path):
     test_ids = {path.stem for path in (directory / "kaggle" / "test").glob("*.txt")}
     assert set(submission["id"]) <= test_ids
     assert (directory / "html" / "index.html").exists()
+    # The last screen: the figure to quote (of the decoding the run uses) and where each output is, nothing after.
+    from fbp.figures import quoted_key
+
+    key = quoted_key(summary)
+    lines = completed.stdout.strip().splitlines()
+    done = max(i for i, line in enumerate(lines) if line.startswith("done in"))
+    last_screen = " ".join(line.strip() for line in lines[done:])  # (long paths wrap onto lines of their own, whole)
+    assert f"The figure to quote: CV F1 {summary[key]:.4f} (" in last_screen and f"{key} in run.json" in last_screen, last_screen
+    for output in ("runs/minilm-demo", "submission.csv", "html/index.html"):
+        assert any(line.strip().endswith(str(directory / output)) for line in lines[done:]), last_screen
+    assert last_screen.startswith("done in") and "Next: `fbp compare" in lines[-1] + lines[-2], last_screen
 
 
 def test_quickstart_prints_each_command_whole_and_wrapped():

@@ -167,7 +167,10 @@ def test_an_interrupted_run_resumes_without_repeating_finished_work(tmp_path, pr
 
     with pytest.raises(KeyboardInterrupt):
         train_run(config, run_dir, epoch_callback=stop_in_fold_1)
-    assert [f["fold"] for f in json.loads((run_dir / "run.json").read_text())["folds"]] == [0]
+    interrupted = json.loads((run_dir / "run.json").read_text())
+    assert [f["fold"] for f in interrupted["folds"]] == [0]
+    # the time spent before the interruption is kept: fold 0 and the part of fold 1 that ran
+    assert interrupted["train_seconds"] > interrupted["folds"][0]["seconds"] > 0
     fold_0_written = (run_dir / "fold_0" / "model.safetensors").stat().st_mtime_ns
     assert list((run_dir / ".work" / "fold_1").glob("checkpoint-*")), "epoch 1 of fold 1 was checkpointed"
 
@@ -177,6 +180,8 @@ def test_an_interrupted_run_resumes_without_repeating_finished_work(tmp_path, pr
     assert (run_dir / "fold_0" / "model.safetensors").stat().st_mtime_ns == fold_0_written
     assert [e["epoch"] for e in summary["folds"][1]["epochs"]] == [1, 2]
     assert summary["cv_f1"] is not None
+    # and the resumed invocation's time is added to it, not put in its place
+    assert summary["train_seconds"] >= interrupted["train_seconds"] + summary["folds"][1]["seconds"]
 
 
 def test_bad_requests_are_clear_errors_and_overwrite_nothing(tmp_path, processed_demo, tiny_model_dir, trained_run):

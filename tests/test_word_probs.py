@@ -86,7 +86,7 @@ def test_weighted_average_and_mismatches():
     averaged = average_word_probs([first, second], [3, 1])
     np.testing.assert_allclose(averaged["a"][0, [1, 3]], [0.75, 0.25])
     np.testing.assert_allclose(averaged["a"][1, 2], 1.0)
-    with pytest.raises(UsageError, match="2 weights for 1 models"):
+    with pytest.raises(UsageError, match="2 weights for 1 model"):
         average_word_probs([first], [1, 2])
     with pytest.raises(FbpError, match="different essays"):
         average_word_probs([first, {"a": first["a"]}])

@@ -57,12 +57,23 @@ def _root(
 ConfigArg = typer.Argument(None, metavar="CONFIG", help="YAML config (see configs/); command-line flags override it.", show_default=False)
 SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="Override any config key: section.key=value (repeatable).", show_default=False)
 OutputOpt = lambda default, what: typer.Option(default, "--output", "-o", help=what)  # noqa: E731
-WandbOpt = typer.Option(None, "--wandb", metavar="MODE", help="wandb mode: auto (online if logged in, else offline), online, offline, disabled. \\[default: auto]", show_default=False)
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def check_wandb_mode(value):
+    """--wandb's value, checked as the command line is read (before any work): one of WANDB_MODES."""
+    if value is not None and value not in WANDB_MODES:
+        raise typer.BadParameter(f"'{value}' is not a wandb mode; choose one of {', '.join(WANDB_MODES)}")
+    return value
+
+
+WANDB_HELP = "wandb mode: auto (online if logged in, else offline), online, offline, disabled."
+WandbOpt = typer.Option(None, "--wandb", metavar="MODE", callback=check_wandb_mode, help=WANDB_HELP + " \\[default: auto]", show_default=False)
 # What to train on, shared by `fbp train` and `fbp tune` (each trial of a search is an `fbp train`).
 DataOpt = typer.Option(None, "--data", "-d", metavar="DIR", help="Processed data directory (from `fbp preprocess`). \\[default: data/processed]", show_default=False)
-FoldsOpt = typer.Option(None, "--folds", help="Number of folds (re-folds when it differs from preprocess). \\[default: preprocess's folds]", show_default=False)
-EpochsOpt = typer.Option(None, "--epochs", "-e", help="Epochs per fold. \\[default: 3]", show_default=False)
-MaxEssaysOpt = typer.Option(None, "--max-essays", help="Train on a fixed random subset of this many essays.", show_default=False)
+FoldsOpt = typer.Option(None, "--folds", min=2, help="Number of folds (re-folds when it differs from preprocess). \\[default: preprocess's folds]", show_default=False)
+EpochsOpt = typer.Option(None, "--epochs", "-e", min=1, help="Epochs per fold. \\[default: 3]", show_default=False)
+MaxEssaysOpt = typer.Option(None, "--max-essays", min=1, help="Train on a fixed random subset of this many essays. \\[default: all]", show_default=False)
 
 
 def training_options(data, folds, epochs, max_essays, wandb) -> dict:

@@ -15,13 +15,15 @@ from ._app import app, console
 def demo_data(
     output: Path = typer.Argument(..., help="Directory to write (train.csv, train/, test/, sample_submission.csv).", show_default=False),
     essays: int = typer.Option(200, "--essays", min=2, help="Number of labeled essays."),
-    seed: int = typer.Option(0, "--seed", help="Seed: the same seed always gives the same corpus."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed: the same seed always gives the same corpus."),
 ) -> None:
     """Generate a demo corpus in the Kaggle layout (all 7 classes, generated from templates, no real essay).
 
     Use it to try the whole lifecycle offline.
 
-    Example: `fbp demo-data data/demo && fbp preprocess data/demo -o data/processed`
+    Examples:
+
+    - `fbp demo-data data/demo && fbp preprocess data/demo -o data/processed`
     """
     from ..demo import generate_demo_corpus
 

@@ -15,20 +15,18 @@ from ._app import app, console, err_console, truth_hint
 def evaluate_command(
     pred: Path = typer.Argument(..., help="Submission CSV (id,class,predictionstring) or a run directory (its out-of-fold predictions).", show_default=False),
     truth: Optional[Path] = typer.Option(
-        None, "--truth", "-t", help="Ground truth: Kaggle train.csv, a spans.parquet or a span CSV. Default for a run: its processed data's spans.parquet.", show_default=False
+        None, "--truth", "-t", help="Ground truth: Kaggle train.csv, a spans.parquet or a span CSV. \\[default for a run: its processed data's spans.parquet]", show_default=False
     ),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file (macro F1 under \"f1\").", show_default=False),
     tune: bool = typer.Option(False, "--tune", help="Run directory only: tune per-class min_words / min_confidence on the out-of-fold probabilities and refit the learned decoder; save both for infer and ensemble."),
-    decoding: Optional[str] = typer.Option(None, "--decoding", metavar="learned|thresholds|argmax",
-                                           help="Run directory only: decode with the learned decoder, the thresholds, or every argmax span (default: the run's choice).", show_default=False),
+    decoding: Optional[str] = typer.Option(None, "--decoding", metavar="MODE",
+                                           help="Run directory only: decode with the run's choice (auto), the learned decoder, the thresholds, or every argmax span. \\[default: auto]", show_default=False),
 ) -> None:
     """Score predictions with the competition metric: per-class TP, FP, FN, precision, recall, F1 and the macro F1.
 
-    A run directory is scored on its out-of-fold word probabilities, decoded with its decoding.json;
-    --tune searches better thresholds there and saves them in the run's decoding.json, where infer and ensemble find them for the run and each of its fold checkpoints.
-    A run's F1 here uses thresholds (or a learned decoder) fitted on these same essays, so it is in-sample
-    (optimistic); the figure to quote for a run is the cross-fitted one `fbp train` marks at its end (run.json's
-    cv_f1_tuned, or cv_f1_learned when the run uses its learned decoder).
+    A run directory is scored on its out-of-fold word probabilities, decoded as the run decodes (its learned decoder or its decoding.json's thresholds). --tune searches better thresholds there and refits the learned decoder, and saves both in the run, where infer and ensemble find them for the run and each of its fold checkpoints.
+
+    A run's F1 here uses thresholds (or a learned decoder) fitted on these same essays, so it is in-sample (optimistic); the figure to quote for a run is the cross-fitted one of the decoding the run uses, which `fbp train` marks at its end (run.json's cv_f1_tuned, or cv_f1_learned when the run uses its learned decoder).
 
     Examples:
 
@@ -60,11 +58,16 @@ def evaluate_command(
         outcome = "the run now decodes with it" if learned["decoder"] == "learned" else "the run keeps its thresholds"
         console.print(f"learned decoding {learned['cv_f1_learned']:.4f} (cross-fitted) {verdict} the thresholds ({learned['thresholds']:.4f}): {outcome}", highlight=False)
     console.print(_score_table(evaluation))
-    console.print(f"macro F1 {evaluation.result.f1:.4f}: {escape(evaluation.what)}", highlight=False, soft_wrap=True)
+    console.print(f"macro F1 {evaluation.result.f1:.4f}: {escape(evaluation.what)}", highlight=False, soft_wrap=not console.is_terminal)
     if evaluation.to_quote is not None:
+        from ..figures import DECODING_OF, describe
+
         key, value = evaluation.to_quote
-        how = "learned decoder fitted on the other folds" if key == "cv_f1_learned" else "thresholds tuned on the other folds"
-        console.print(f"[dim]the figure to quote for this run is {key} = {value:.4f} in run.json ({how}, cross-fitted)[/]", highlight=False, soft_wrap=True)
+        uses = DECODING_OF[key]
+        evaluated = evaluation.decoded_with
+        other = "" if uses.startswith(evaluated or "") else f"; this evaluation decoded with {evaluated}, which the run does not use"
+        console.print(f"[dim]the figure to quote for this run is {key} = {value:.4f} in run.json ({describe(key)}: the decoding "
+                      f"the run uses, {uses}){other}[/]", highlight=False)
     for warning in evaluation.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if json_path is not None:

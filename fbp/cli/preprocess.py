@@ -17,7 +17,7 @@ def preprocess(
     data_dir: Path = typer.Argument(..., help="The Kaggle layout: train.csv and train/ID.txt for every id.", show_default=False),
     output: Path = OutputOpt(Path("data/processed"), "Where to write the processed dataset (replaced only once the new one is complete)."),
     folds: int = typer.Option(5, "--folds", min=2, help="Number of folds (multilabel-stratified by the classes each essay contains)."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the fold assignment."),
+    seed: int = typer.Option(42, "--seed", min=0, help="Seed of the fold assignment."),
 ) -> None:
     """Validate a Kaggle download, make one BIO label per word and stratified folds, and write the processed dataset.
 
@@ -55,7 +55,7 @@ def _print_summary(summary) -> None:
     console.print(
         f"[bold green]wrote[/] {escape(str(summary.output_dir))}: {summary.essays:,} essays, {summary.words:,} words, "
         f"{sum(summary.spans_per_class.values()):,} spans, {summary.folds} folds (seed {summary.seed})",
-        soft_wrap=True,  # never break the path
+        soft_wrap=not console.is_terminal,  # a terminal wraps at spaces (a path stays whole); a log gets one line
     )
     table = Table(title="spans per class and fold", title_justify="left")
     table.add_column("class")

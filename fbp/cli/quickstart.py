@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import List, Sequence
 
 import typer
+from rich.markup import escape
 from rich.rule import Rule
 
-from ._app import app, console
+from ._app import WANDB_HELP, app, check_wandb_mode, console
 
 # Small windows, a small batch and no dropout: many optimizer steps per CPU minute, which is what a
 # 6-layer model needs to learn the demo corpus in a few epochs.
@@ -76,8 +77,9 @@ def quickstart_command(
     directory: Path = typer.Argument(Path("quickstart"), metavar="DIR", help="Where to put the demo corpus, processed data, run and submission."),
     essays: int = typer.Option(120, "--essays", min=10, help="Demo essays to generate."),
     folds: int = typer.Option(2, "--folds", min=2, help="Folds to train."),
-    epochs: int = typer.Option(4, "--epochs", min=1, help="Epochs per fold."),
-    wandb: str = typer.Option("disabled", "--wandb", help="wandb mode for the demo run (auto, online, offline, disabled)."),
+    epochs: int = typer.Option(4, "--epochs", "-e", min=1, help="Epochs per fold."),
+    wandb: str = typer.Option("disabled", "--wandb", metavar="MODE", callback=check_wandb_mode, help=WANDB_HELP + " \\[default: disabled]",
+                              show_default=False),
 ) -> None:
     """Run the whole lifecycle on a generated demo corpus with the packaged MiniLM, offline, on a CPU (a few minutes).
 
@@ -92,8 +94,25 @@ def quickstart_command(
         code = app(arguments, standalone_mode=False)
         if isinstance(code, int) and code != 0:  # e.g. training stopped with Ctrl-C: the later steps need it
             raise typer.Exit(code)
-    run = quickstart_run_dir(directory)
     console.print(Rule(style="dim"))
-    console.print(f"done in {(time.monotonic() - started) / 60:.1f} minutes: run in [bold]{run}[/], "
-                  f"submission [bold]{directory / 'submission.csv'}[/], predictions to look at in [bold]{directory / 'html'}[/]; "
-                  f"`fbp compare {run.parent}` shows the run beside the ones you train next", highlight=False, soft_wrap=True)
+    print_outcome(directory, time.monotonic() - started)
+
+
+def print_outcome(directory: Path, seconds: float) -> None:
+    """The last screen: the figure to quote (the one of the decoding the run uses) and where each output is."""
+    from ..figures import describe, quoted_key
+    from ..io.run_dir import RunDir
+
+    run = RunDir(quickstart_run_dir(directory))
+    summary = run.read_record()
+    record = summary.to_dict() if summary is not None else {}
+    key = quoted_key(record)
+    console.print(f"done in {seconds / 60:.1f} minutes.", highlight=False)
+    if key is not None:
+        console.print(f"[bold]The figure to quote: CV F1 [green]{record[key]:.4f}[/] ({describe(key)}; {key} in run.json).[/]", highlight=False)
+    outputs = [("the run (fold checkpoints, run.json, decoding)", run.path), ("the submission", directory / "submission.csv"),
+               ("the predictions to look at", directory / "html" / "index.html"), ("the demo corpus", directory / "kaggle"),
+               ("the processed data", directory / "processed")]
+    for what, path in outputs:
+        console.print(f"  {what}: [bold]{escape(str(path))}[/]", highlight=False)
+    console.print(f"Next: `fbp compare {escape(str(run.path.parent))}` shows the run beside the ones you train next.", highlight=False)

@@ -31,7 +31,7 @@ def train_command(
     data: Optional[Path] = DataOpt,
     folds: Optional[int] = FoldsOpt,
     epochs: Optional[int] = EpochsOpt,
-    fold: Optional[List[int]] = typer.Option(None, "--fold", "-f", metavar="K", help="Train only this fold (repeatable). \\[default: every fold]", show_default=False),
+    fold: Optional[List[int]] = typer.Option(None, "--fold", "-f", metavar="K", min=0, help="Train only this fold (repeatable). \\[default: every fold]", show_default=False),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME", help="minilm (packaged), a hub name or a local path. \\[default: minilm]", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="DIR", help="Run directory. \\[default: runs/CONFIG-HASH, a hash of the settings, so the same command resumes the same run]", show_default=False),
     name: Optional[str] = typer.Option(None, "--name", metavar="NAME", help="Run name (wandb group, compare tables). \\[default: the run directory's name]", show_default=False),
@@ -69,7 +69,8 @@ def train_command(
     except KeyboardInterrupt as interruption:
         reporter.close()  # the live progress display first, so that nothing is drawn below the message
         kept = f"finished folds and epochs are kept in {escape(str(run_dir))}" if run_dir.exists() else "nothing was written yet"
-        console.print(f"[yellow]stopped: {kept}; run the same command again to resume[/]", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]stopped: {kept}; run the same command again to resume[/]", highlight=False,
+                      soft_wrap=not console.is_terminal)
         raise typer.Exit(getattr(interruption, "exit_code", 130)) from None
     except Exception as error:  # noqa: BLE001 - a library writing a checkpoint by itself onto a full disk
         from ..errors import FbpError, disk_full_reason

@@ -14,15 +14,15 @@ from ._app import ConfigArg, DataOpt, EpochsOpt, FoldsOpt, MaxEssaysOpt, SetOpt,
 @app.command("tune")
 def tune_command(
     config_path: Optional[Path] = ConfigArg,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tuning directory (study.db, trial_NNN/, best.yaml) (default: tune/CONFIG_NAME).", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tuning directory (study.db, trial_NNN/, best.yaml). \\[default: tune/CONFIG_NAME]", show_default=False),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="Finished trials (complete or pruned) the study should reach; a resumed study counts its earlier ones."),
-    fold: Optional[List[int]] = typer.Option(None, "--fold", "-f", metavar="K", help="Folds each trial trains (repeatable) (default: all folds).", show_default=False),
+    fold: Optional[List[int]] = typer.Option(None, "--fold", "-f", metavar="K", min=0, help="Folds each trial trains (repeatable). \\[default: every fold]", show_default=False),
     folds: Optional[int] = FoldsOpt,
     data: Optional[Path] = DataOpt,
     epochs: Optional[int] = EpochsOpt,
     max_essays: Optional[int] = MaxEssaysOpt,
-    storage: Optional[str] = typer.Option(None, "--storage", metavar="URL", help="Optuna database URL shared by several machines (e.g. postgresql://...) (default: TUNE_DIR/study.db).", show_default=False),
-    study_name: Optional[str] = typer.Option(None, "--study-name", metavar="NAME", help="Study name in the database (default: the tuning directory's name).", show_default=False),
+    storage: Optional[str] = typer.Option(None, "--storage", metavar="URL", help="Optuna database URL shared by several machines (e.g. postgresql://...). \\[default: TUNE_DIR/study.db]", show_default=False),
+    study_name: Optional[str] = typer.Option(None, "--study-name", metavar="NAME", help="Study name in the database. \\[default: the tuning directory's name]", show_default=False),
     wandb_sweep: Optional[Path] = typer.Option(None, "--wandb-sweep", metavar="FILE", help="Write the equivalent wandb sweep config (YAML) and exit without training.", show_default=False),
     wandb: Optional[str] = WandbOpt,
     sets: Optional[List[str]] = SetOpt,
@@ -33,7 +33,11 @@ def tune_command(
 
     The study lives in TUNE_DIR/study.db: running the same command again resumes it, and an interrupted trial continues where it stopped. At the end: a table of the best trials and TUNE_DIR/best.yaml, a config `fbp train` takes.
 
-    Example: `fbp tune configs/tune-example.yaml --trials 30 --fold 0` ; `fbp tune CONFIG --wandb-sweep sweep.yaml`.
+    Examples:
+
+    - `fbp tune configs/tune-example.yaml --trials 30 --fold 0`
+
+    - `fbp tune configs/tune-example.yaml --wandb-sweep sweep.yaml` (the same search as a wandb sweep)
     """
     from ..config import command_overrides, load_config
     from ..errors import UsageError

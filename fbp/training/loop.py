@@ -151,21 +151,39 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
         if state.is_main_process:
             reporter.run_begin(run.path, RunPlan(folds=list(folds), epochs=config.training.epochs,
                                                  finished=[fold for fold in folds if fold in finished], device=resolve_device()))
-        started = time.monotonic()
-        for fold in folds:
-            if fold in finished:
+        # train_seconds adds up every invocation's time (a resumed run counts the time before the interruption too):
+        # it is brought up to date whenever run.json is written, and when training stops early.
+        counted = [time.monotonic()]
+
+        def count_time() -> None:
+            now = time.monotonic()
+            record.train_seconds = round((record.train_seconds or 0.0) + now - counted[0], 1)
+            counted[0] = now
+
+        try:
+            for fold in folds:
+                if fold in finished:
+                    if state.is_main_process:
+                        reporter.fold_skipped(finished[fold])
+                    continue
+                fold_record, oof_word_probs = train_fold(config, run, essays, spans, fold, tokenizer, epoch_callback, reporter)
                 if state.is_main_process:
-                    reporter.fold_skipped(finished[fold])
-                continue
-            fold_record, oof_word_probs = train_fold(config, run, essays, spans, fold, tokenizer, epoch_callback, reporter)
-            if state.is_main_process:
-                crash_point("fold_end")  # the fold's checkpoint is exported; its record is not written yet
-                _record_fold(run, record, fold_record, oof_word_probs, essays)
-                # Only now that the fold is recorded: its Trainer checkpoints are what a kill before here resumes from.
-                run.discard_work(fold)
-            state.wait_for_everyone()
+                    crash_point("fold_end")  # the fold's checkpoint is exported; its record is not written yet
+                    count_time()
+                    _record_fold(run, record, fold_record, oof_word_probs, essays)
+                    # Only now that the fold is recorded: its Trainer checkpoints are what a kill before here resumes from.
+                    run.discard_work(fold)
+                state.wait_for_everyone()
+        except BaseException:
+            if state.is_main_process:  # Ctrl-C, SIGTERM, an error: the time spent so far is kept for the resume
+                count_time()
+                try:
+                    run.write_record(record)
+                except Exception:  # (a full disk, say): the error that stopped training is the one to report
+                    pass
+            raise
         if state.is_main_process:
-            record.train_seconds = round((record.train_seconds or 0.0) + time.monotonic() - started, 1)
+            count_time()
             _finish_record(run, record, spans, config, essays)
             reporter.run_end(record)
         state.wait_for_everyone()
