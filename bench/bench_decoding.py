@@ -100,7 +100,8 @@ def main() -> None:
     from fbp.config import DecodingConfig
     from fbp.decode import cross_fitted_thresholds, decode_essays
     from fbp.labels import CLASSES
-    from fbp.learned_decoder import DecoderSettings, class_signal, fit_learned_decoder
+    from decoding_diagnostics import candidate_recall, class_signal
+    from fbp.learned_decoder import DecoderSettings, fit_learned_decoder
     from fbp.metric import score
 
     summary = json.loads((args.run_dir / "run.json").read_text())
@@ -148,7 +149,7 @@ def main() -> None:
         print(f"learned over {args.seeds} seeds: macro F1 {', '.join(f'{f1:.4f}' for f1 in f1s)}; mean {f1s.mean():.4f} (min {f1s.min():.4f}, max {f1s.max():.4f}); "
               f"mean - tuned {f1s.mean() - tuned_result.f1:+.4f}")
         print(f"| learned, mean of {args.seeds} seeds | {f1s.mean():.4f} | {' | '.join(f'{per_class[c]:.3f}' for c in CLASSES)} |")
-    recall = fit.candidate_recall(truth)
+    recall = candidate_recall(fit, truth)
     print(f"candidate recall (true spans some candidate matches): {', '.join(f'{c} {recall.get(c, 0):.3f}' for c in CLASSES)}")
     print(f"candidates: {len(fit.candidates):,} ({len(fit.candidates) / len(oof):.0f} per essay), positives {fit.labels.mean():.3f}")
     rules = {name: (None if rule.threshold == float('inf') else rule.threshold, rule.max_per_essay) for name, rule in fit.decoder.rules.items()}

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from fbp import learned_decoder
+from fbp.learned_decoder import fitting, scorer
 from fbp.config import DecodingConfig
 from fbp.decode import cross_fitted_thresholds, decode_essays
 from fbp.errors import FbpError
@@ -110,10 +111,10 @@ class _Memorizer:
 
 def test_cross_fitting_never_scores_a_candidate_with_a_model_fitted_on_its_own_group(essays, monkeypatch):
     probs, truth = essays
-    monkeypatch.setattr(learned_decoder, "_fit_model", lambda features, labels, names, settings: _Memorizer(features))
+    monkeypatch.setattr(scorer, "_fit_model", lambda features, labels, names, settings: _Memorizer(features))
     tuned_on = []
     real_tune_rules = learned_decoder.tune_rules
-    monkeypatch.setattr(learned_decoder, "tune_rules", lambda candidates, *rest: tuned_on.append(set(candidates.essay.tolist())) or real_tune_rules(candidates, *rest))
+    monkeypatch.setattr(fitting, "tune_rules", lambda candidates, *rest: tuned_on.append(set(candidates.essay.tolist())) or real_tune_rules(candidates, *rest))
     groups = np.arange(len(probs)) % 3
     fit = fit_learned_decoder(probs, truth, groups, DecoderSettings(negatives_per_positive=0))
     # Feature rows are distinct here, so a score of 1 would mean "scored by a model that saw this candidate".
