@@ -419,6 +419,7 @@ def pretrain(config: PretrainConfig, output: Path, reporter: Optional[PretrainRe
     train_blocks = [blocks[i] for i in sorted(order[n_eval:])]
 
     work_dir = work_dir_of(output)
+    created_here = not work_dir.exists()
     lock = RunLock(work_dir, command="fbp pretrain")
     lock.acquire()
     try:
@@ -521,8 +522,12 @@ def pretrain(config: PretrainConfig, output: Path, reporter: Optional[PretrainRe
         if wandb_files.is_dir():
             shutil.move(str(wandb_files), str(output / "wandb"))
             reporter.note(f"wandb files: {output / 'wandb'} (upload offline runs later with `wandb sync {output / 'wandb'}/offline-run-*`)")
-    finally:
+    except BaseException:
         lock.release()
+        if created_here and not any(work_dir.glob("checkpoint-*")):  # nothing to resume from: leave nothing behind
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    lock.release()
     shutil.rmtree(work_dir, ignore_errors=True)
     reporter.end(meta, output)
     return meta

@@ -189,3 +189,22 @@ def test_resumes_after_a_kill(ws):
 
     assert read_pretrained_meta(ws / "model").steps == 4
     assert not (ws / "model.pretrain-work").exists()
+
+
+def test_a_failure_after_the_lock_leaves_no_work_folder(ws, cli, tmp_path):
+    """A model that cannot be loaded as a masked-LM (pickle weights only) fails once the work folder is locked:
+    the folder it created is removed, nothing else is written."""
+    import torch
+
+    bad = tmp_path / "pickled"
+    shutil.copytree(ws / "tiny", bad)
+    weights = bad / "model.safetensors"
+    from safetensors.torch import load_file
+
+    torch.save(load_file(weights), bad / "pytorch_model.bin")
+    weights.unlink()
+    before = snapshot(ws)
+    result = cli("pretrain", "--data", "proc", "-m", str(bad), "-o", "model", "--max-steps", "1", *TINY, cwd=ws)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert not (ws / "model.pretrain-work").exists() and snapshot(ws) == before
