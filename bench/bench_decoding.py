@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="also fit the learned decoder with seeds 1..N-1 and report the mean and spread (its run-to-run noise)")
     args = parser.parse_args()
 
-    from fbp.config import DecodingConfig
+    from fbp.config import ThresholdConfig
     from fbp.decode import cross_fitted_thresholds, decode_essays
     from fbp.labels import CLASSES
     from decoding_diagnostics import candidate_recall, class_signal
@@ -141,7 +141,7 @@ def main() -> None:
     oof = dict(sorted(load_word_probs(args.run_dir / "oof_word_probs.npz").items()))
     truth = truth[truth["id"].isin(set(oof))].reset_index(drop=True)
     folds = run_folds(args.run_dir, list(oof))
-    default = DecodingConfig.model_validate(summary["config"]["decoding"])
+    default = ThresholdConfig.model_validate(summary["config"]["decoding"])
     settings = DecoderSettings()
     for item in args.set:
         key, value = item.split("=", 1)

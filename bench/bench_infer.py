@@ -95,7 +95,7 @@ def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
     """Held-out F1 of each fold and of the fold ensemble; out-of-fold F1 with default vs the run's thresholds."""
     import pandas as pd
 
-    from fbp.config import DecodingConfig
+    from fbp.config import ThresholdConfig
     from fbp.predict import predict_directory, resolve_decoding, resolve_members
     from fbp.metric import score
     from fbp.decode import decode_essays
@@ -130,7 +130,7 @@ def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
     best_fold = max(result.f1 for _, result in rows[:-1])
     print(f"fold ensemble vs best single fold: {rows[-1][1].f1:.4f} vs {best_fold:.4f} ({rows[-1][1].f1 - best_fold:+.4f})")
     oof_truth = truth[truth["id"].isin(set(oof))]
-    default_f1 = score(decode_essays(oof, DecodingConfig()), oof_truth).f1
+    default_f1 = score(decode_essays(oof, ThresholdConfig()), oof_truth).f1
     run_f1 = score(decode_essays(oof, decoding), oof_truth).f1
     print(f"out-of-fold F1: default thresholds {default_f1:.4f}, run's thresholds {run_f1:.4f} ({run_f1 - default_f1:+.4f})")
 

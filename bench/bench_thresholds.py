@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--truth", type=Path, help="spans.parquet (default: the run's processed data)")
     args = parser.parse_args()
 
-    from fbp.config import DecodingConfig
+    from fbp.config import ThresholdConfig
     from fbp.labels import CLASSES
     from fbp.metric import score
     from fbp.decode import cross_fitted_thresholds, decode_essays
@@ -35,7 +35,7 @@ def main() -> None:
     truth = truth[truth["id"].isin(set(oof))]
     # The thresholds the run was configured with (its epochs were scored with them); decoding.json holds the tuned ones
     # since fbp train tunes at the end of a run.
-    default = DecodingConfig.model_validate(summary["config"]["decoding"])
+    default = ThresholdConfig.model_validate(summary["config"]["decoding"])
 
     oof = dict(sorted(oof.items()))
     tuned_on_all, cross_fitted = cross_fitted_thresholds(oof, truth, default, groups=[0] * len(oof))  # one group: halves

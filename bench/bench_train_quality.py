@@ -96,7 +96,7 @@ def main() -> None:
     if not SHARED.is_dir():
         raise SystemExit(f"needs the shared data at {SHARED}")
 
-    from fbp.config import DecodingConfig, load_config, parse_sets
+    from fbp.config import ThresholdConfig, load_config, parse_sets
     from fbp.preprocess import preprocess
     from fbp.labels import CLASSES
     from fbp.metric import score
@@ -123,14 +123,14 @@ def main() -> None:
 
     # Every side scored on the same out-of-fold essays. "No thresholds" keeps any argmax span of a word or more
     # (the notebook way); "tuned, cross-fitted" decodes each fold with thresholds tuned on the other folds.
-    no_thresholds = DecodingConfig(min_words={c: 1 for c in CLASSES}, min_confidence={c: 0.0 for c in CLASSES})
+    no_thresholds = ThresholdConfig(min_words={c: 1 for c in CLASSES}, min_confidence={c: 0.0 for c in CLASSES})
     fold_of = dict(zip(essays["id"], essays["fold"]))
     fbp_probs = load_word_probs(run_dir / "oof_word_probs.npz")
 
     def scored(word_probs, decoding=None):
         truth = spans[spans["id"].isin(set(word_probs))]
         if decoding is None:
-            _, predictions = cross_fitted_thresholds(word_probs, truth, DecodingConfig(), [fold_of[i] for i in word_probs])
+            _, predictions = cross_fitted_thresholds(word_probs, truth, ThresholdConfig(), [fold_of[i] for i in word_probs])
         else:
             predictions = decode_essays(word_probs, decoding)
         result = score(predictions, truth)

@@ -101,8 +101,10 @@ class TrainingConfig(Section):
         return value
 
 
-class DecodingConfig(Section):
-    """Word probabilities -> spans. Defaults are the values the competition's public notebooks converged on."""
+class ThresholdConfig(Section):
+    """The thresholds decoding keeps a span by (the ``decoding:`` section of a config, a run's ``decoding.json``):
+    per class, a minimum number of words and a minimum mean class probability. Defaults are the values the
+    competition's public notebooks converged on."""
 
     min_words: Dict[str, int] = Field(
         default_factory=lambda: {"Lead": 9, "Position": 5, "Claim": 3, "Counterclaim": 6, "Rebuttal": 4, "Evidence": 14, "Concluding Statement": 11}
@@ -120,15 +122,18 @@ class DecodingConfig(Section):
         return value
 
 
-def validate_decoding(stored: Any, source: str) -> DecodingConfig:
+DecodingConfig = ThresholdConfig  # its name before it said what it holds; kept so code written against it imports
+
+
+def validate_decoding(stored: Any, source: str) -> ThresholdConfig:
     """Thresholds read from ``source`` (a decoding.json, a checkpoint's fbp.json...), validated: FbpError if bad."""
     try:
-        return DecodingConfig.model_validate(stored)
+        return ThresholdConfig.model_validate(stored)
     except ValidationError as error:
         raise FbpError(f"{source}: invalid decoding thresholds ({error.errors()[0]['msg']})") from None
 
 
-def read_decoding(path: Path) -> DecodingConfig:
+def read_decoding(path: Path) -> ThresholdConfig:
     """Validated thresholds from a ``decoding.json`` (``{"min_words": {...}, "min_confidence": {...}}``)."""
     import json
 
@@ -177,7 +182,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    decoding: ThresholdConfig = Field(default_factory=ThresholdConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     search: Dict[str, SearchParam] = Field(default_factory=dict, description="`fbp tune` search space: dotted key -> range or choices.")
 

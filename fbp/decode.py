@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .config import DecodingConfig
+from .config import ThresholdConfig
 from .errors import FbpError
 from .labels import CLASSES, NUM_LABELS
 from .metric import ClassScore, match_table, parse_spans, span_set_from_ranges
@@ -42,7 +42,7 @@ class CandidateSpans:
     def length(self) -> np.ndarray:
         return self.end - self.start
 
-    def kept(self, decoding: DecodingConfig) -> np.ndarray:
+    def kept(self, decoding: ThresholdConfig) -> np.ndarray:
         """Mask of the spans that pass ``decoding``'s per-class thresholds."""
         min_words = np.array([decoding.min_words.get(name, 0) for name in CLASSES])
         min_confidence = np.array([decoding.min_confidence.get(name, 0.0) for name in CLASSES])
@@ -90,14 +90,14 @@ def candidate_spans(word_probs_by_id: Mapping[str, np.ndarray]) -> CandidateSpan
     return CandidateSpans(essay_ids, essay, class_code, starts - essay_offsets[essay], ends - essay_offsets[essay], confidence)
 
 
-def decode_spans(word_probs: np.ndarray, decoding: DecodingConfig) -> List[Tuple[str, int, int]]:
+def decode_spans(word_probs: np.ndarray, decoding: ThresholdConfig) -> List[Tuple[str, int, int]]:
     """Spans of one essay as ``[(class, start, end_exclusive), ...]`` in reading order."""
     candidates = candidate_spans({"essay": word_probs})
     kept = candidates.kept(decoding)
     return [(CLASSES[code], int(start), int(end)) for code, start, end in zip(candidates.class_code[kept], candidates.start[kept], candidates.end[kept])]
 
 
-def decode_essays(word_probs_by_id: Mapping[str, np.ndarray], decoding: DecodingConfig) -> pd.DataFrame:
+def decode_essays(word_probs_by_id: Mapping[str, np.ndarray], decoding: ThresholdConfig) -> pd.DataFrame:
     """Spans of every essay as a submission frame ``DataFrame[id, class, predictionstring]``.
 
     Rows follow the input essay order, then reading order; an essay with no span has no row.
@@ -174,10 +174,10 @@ class TuningReport:
 def tune_thresholds(
     word_probs_by_id: Mapping[str, np.ndarray],
     truth: pd.DataFrame,
-    decoding: DecodingConfig,
+    decoding: ThresholdConfig,
     min_words_grid: Sequence[int] = MIN_WORDS_GRID,
     min_confidence_grid: Sequence[float] = MIN_CONFIDENCE_GRID,
-) -> Tuple[DecodingConfig, TuningReport]:
+) -> Tuple[ThresholdConfig, TuningReport]:
     """Search each class's ``min_words`` x ``min_confidence`` for the best F1 on (out-of-fold) probabilities.
 
     Only the essays in ``word_probs_by_id`` are scored (truth of other essays is left out). Classes
@@ -215,20 +215,16 @@ def tune_thresholds(
                     best, best_score = (words, float(confidence)), candidate_score
         min_words[name], min_confidence[name] = int(best[0]), float(best[1])
         rows.append(ClassTuning(name, before, best_score, current[0], int(best[0]), current[1], float(best[1])))
-    tuned = DecodingConfig(min_words=min_words, min_confidence=min_confidence)
+    tuned = ThresholdConfig(min_words=min_words, min_confidence=min_confidence)
     return tuned, TuningReport(rows)
 
 
-def cross_fitted_thresholds(
-    word_probs_by_id: Mapping[str, np.ndarray], truth: pd.DataFrame, decoding: DecodingConfig, groups: Sequence[int]
-) -> Tuple[DecodingConfig, pd.DataFrame]:
-    """Thresholds tuned on all essays, and an honest estimate of what tuning gains.
-
-    Each group's essays (``groups``: one fold number per essay of ``word_probs_by_id``, in order) are decoded
-    with thresholds tuned on the other groups only, so the returned predictions can be scored without the
-    optimism of tuning and scoring on the same essays. With a single group, the essays are split in two halves
-    (seed 0). Returns (thresholds tuned on every essay, cross-fitted predictions).
-    """
+def cross_fitted_predictions(
+    word_probs_by_id: Mapping[str, np.ndarray], truth: pd.DataFrame, decoding: ThresholdConfig, groups: Sequence[int]
+) -> pd.DataFrame:
+    """Each group's essays (``groups``: one per essay of ``word_probs_by_id``, in order) decoded with thresholds tuned
+    (from ``decoding``) on the other groups only: predictions to score without the optimism of tuning and scoring on
+    the same essays. With a single group, the essays are split in two random halves (seed 0)."""
     ids = list(word_probs_by_id)
     groups = np.asarray(groups)
     if len(np.unique(groups)) < 2:
@@ -238,5 +234,13 @@ def cross_fitted_thresholds(
         tune_ids = {essay_id for essay_id, g in zip(ids, groups) if g != group}
         tuned, _ = tune_thresholds({i: word_probs_by_id[i] for i in tune_ids}, truth[truth["id"].isin(tune_ids)], decoding)
         predictions.append(decode_essays({i: word_probs_by_id[i] for i, g in zip(ids, groups) if g == group}, tuned))
+    return pd.concat(predictions, ignore_index=True)
+
+
+def cross_fitted_thresholds(
+    word_probs_by_id: Mapping[str, np.ndarray], truth: pd.DataFrame, decoding: ThresholdConfig, groups: Sequence[int]
+) -> Tuple[ThresholdConfig, pd.DataFrame]:
+    """Thresholds tuned on all essays, and an honest estimate of what tuning gains: (thresholds tuned on every
+    essay, :func:`cross_fitted_predictions`). Which decoding a run uses is :mod:`fbp.post_training`'s decision."""
     tuned_on_all, _ = tune_thresholds(word_probs_by_id, truth, decoding)
-    return tuned_on_all, pd.concat(predictions, ignore_index=True)
+    return tuned_on_all, cross_fitted_predictions(word_probs_by_id, truth, decoding, groups)

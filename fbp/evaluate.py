@@ -18,7 +18,7 @@ from .io.run_dir import TruthNotFound
 from .metric import MetricResult, score
 
 if TYPE_CHECKING:  # pydantic models and the run directory load only when a run is evaluated
-    from .config import DecodingConfig
+    from .config import ThresholdConfig
     from .decode import TuningReport
     from .io.run_dir import RunDir
 
@@ -54,7 +54,8 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False, decod
 
     For a run directory, ``truth`` defaults to its processed data's ``spans.parquet``, only the essays
     it predicted out of fold are scored, and ``tune=True`` first tunes the decoding thresholds on them
-    and saves them (see :func:`save_decoding`).
+    and saves them as the run's ``decoding.json``, where ``fbp infer`` and ``fbp ensemble`` find them for the run
+    and each of its fold checkpoints; with a ``run.json`` it also refits the learned decoder (:mod:`fbp.post_training`).
     """
     pred = Path(pred)
     if not pred.exists():
@@ -83,7 +84,7 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False, decod
 
 
 def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "auto") -> Evaluation:
-    from .decode import decode_essays, tune_thresholds
+    from .decode import decode_essays
     from .predict import ARGMAX, DECODINGS
     from .io.run_dir import RunDir
     from .io.word_probs import load_word_probs
@@ -105,15 +106,15 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
         raise UsageError(f"unknown decoding {mode!r}; choose one of {', '.join(DECODINGS)}")
     decoding = run.decoding()
     summary = run.read_summary() if run.summary_path.exists() else None
-    tuning, saved, learned = None, [], None
+    tuning, saved, learned, warnings = None, [], None, []
     if tune:
         # A training of this run rewrites run.json and the out-of-fold probabilities: one writer at a time.
         with run.lock("fbp evaluate --tune"):
-            decoding, tuning = tune_thresholds(word_probs, true_spans, decoding)
-            saved = save_decoding(run, decoding)
-            if summary is not None:
-                learned = _refit_learned_decoder(run, summary, word_probs, true_spans, decoding)
-                saved.append(run.decoder_path)
+            decoding, tuning, learned = _retune(run, summary, word_probs, true_spans, decoding)
+            saved = [run.decoding_path] + ([run.decoder_path] if learned is not None else [])
+            if learned is not None and learned["cross_fitted_by"] != "folds":
+                warnings.append(f"cross-fitted by {learned['cross_fitted_by']}: {run.oof_path.name} was written before fbp "
+                                f"recorded each essay's fold; retrain the run to cross-fit by its folds")
     use_learned = mode == "learned" or (mode == "auto" and run.uses_learned_decoder())
     if use_learned:
         decoder = run.learned_decoder()
@@ -139,36 +140,26 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
         to_quote = ("cv_f1_tuned", honest) if honest is not None and (tune or not configured) else None
     result = score(predictions, true_spans)
     return Evaluation(result, f"{path} (out-of-fold)", str(truth_path), len(predictions), len(true_spans), len(word_probs), tuning, saved,
-                      what=what, to_quote=to_quote, learned=learned)
+                      what=what, to_quote=to_quote, learned=learned, warnings=warnings)
 
 
-def _refit_learned_decoder(run: "RunDir", summary, word_probs, true_spans, decoding) -> Dict[str, object]:
-    """Refit the run's learned decoder (cross-fitted by the run's folds when they can be found, else by halves),
-    record it in run.json and let the run use it only if it beats the thresholds out of fold."""
-    from .decode import cross_fitted_thresholds
-    from .learned_decoder import fit_for_run
+def _retune(run: "RunDir", summary, word_probs, true_spans, decoding) -> Tuple["ThresholdConfig", "TuningReport", Optional[Dict[str, object]]]:
+    """Tune the run's thresholds on its out-of-fold essays and save them; with a ``run.json``, also refit its learned
+    decoder and record which decoding the run uses (:mod:`fbp.post_training`), cross-fitted by the folds recorded
+    in the out-of-fold file. Returns (tuned thresholds, tuning report, the refit's figures or None)."""
+    from .io.word_probs import load_folds
+    from .post_training import choose_decoding, cross_fit_groups, record_in_run
 
-    groups = _run_folds(run, list(word_probs))
-    baseline = summary.cv_f1_tuned
-    if baseline is None:
-        _, cross_fitted = cross_fitted_thresholds(word_probs, true_spans, decoding, groups if groups is not None else [0] * len(word_probs))
-        baseline = score(cross_fitted, true_spans).f1
-    fit = fit_for_run(run, summary, word_probs, true_spans, groups, baseline)
+    groups = cross_fit_groups(list(word_probs), load_folds(run.oof_path), f"{run.oof_path.name} records no folds")
+    choice = choose_decoding(word_probs, true_spans, decoding, groups, tune=True, learn=summary is not None)
+    if summary is None:
+        run.write_decoding(choice.thresholds)
+        return choice.thresholds, choice.tuning, None
+    record_in_run(run, summary, choice)
     run.write_summary(summary)
-    return {"cv_f1_learned": summary.cv_f1_learned, "thresholds": baseline, "decoder": summary.decoder, "seconds": sum(fit.seconds.values())}
-
-
-def _run_folds(run: "RunDir", essay_ids: List[str]) -> Optional[List[int]]:
-    """The fold each out-of-fold essay was validated in, as the run's training assigned them (None if unknown)."""
-    try:
-        from .config import validate_config
-        from .training.loop import select_essays
-
-        essays, _ = select_essays(validate_config(run.read_config(), str(run.config_path)))
-        fold_of = dict(zip(essays["id"].astype(str), essays["fold"].astype(int)))
-        return [fold_of[essay_id] for essay_id in essay_ids]
-    except (FbpError, KeyError, OSError, ValueError):
-        return None
+    learned = {"cv_f1_learned": summary.cv_f1_learned, "thresholds": choice.thresholds_result.f1, "decoder": summary.decoder,
+               "seconds": sum(choice.learned.seconds.values()), "cross_fitted_by": "folds" if groups.are_folds else groups.source}
+    return choice.thresholds, choice.tuning, learned
 
 
 def _configured_decoding(run: "RunDir"):
@@ -176,10 +167,3 @@ def _configured_decoding(run: "RunDir"):
     from .config import validate_decoding
 
     return validate_decoding(run.read_config().get("decoding", {}), str(run.config_path))
-
-
-def save_decoding(run: "RunDir", decoding: "DecodingConfig") -> List[Path]:
-    """Save tuned thresholds as the run's ``decoding.json``, where ``fbp infer`` and ``fbp ensemble`` find them
-    for the run and for each of its fold checkpoints (:func:`fbp.io.checkpoint.checkpoint_decoding`). Returns
-    the paths written."""
-    return [run.write_decoding(decoding)]

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .config import DecodingConfig, read_decoding
+from .config import ThresholdConfig, read_decoding
 from .errors import FbpError, UsageError
 from .io.checkpoint import check_label_sets, is_checkpoint, run_checkpoints
 from .io.run_dir import RunDir, TruthNotFound
@@ -30,7 +30,8 @@ class OofMember:
 
     name: str
     word_probs: Dict[str, np.ndarray]
-    decoding: DecodingConfig
+    decoding: ThresholdConfig
+    folds: Optional[Dict[str, int]] = None  # the fold each essay was predicted out of, when the file records it
 
 
 @dataclass
@@ -44,19 +45,22 @@ class OofReport:
     essays: int
     fitted_weights: Optional[List[float]] = None
     fitted_result: Optional["MetricResult"] = None  # noqa: F821
+    thresholds_result: Optional["MetricResult"] = None  # noqa: F821  # the blend's thresholds tuned, cross-fitted
     learned_result: Optional["MetricResult"] = None  # noqa: F821  # the decoder fitted on the blend, cross-fitted
     learned_decoder: Optional[object] = None  # fbp.learned_decoder.LearnedDecoder fitted on the blend
+    uses_learned: bool = False  # the blend decodes with learned_decoder: it beat the thresholds out of fold
+    cross_fitted_by: Optional[str] = None  # "the folds ...", or why two random halves
     saved_dir: Optional[Path] = None  # where the weights and the blend's decoder were saved
 
 
 def load_oof_members(paths: Sequence[Path]) -> List[OofMember]:
     """Out-of-fold word probabilities of runs (``oof_word_probs.npz``) or ``.npz`` files."""
-    from .io.word_probs import load_word_probs
+    from .io.word_probs import load_folds, load_word_probs
 
     members = []
     for path in map(Path, paths):
         if path.is_file() and path.suffix == ".npz":
-            members.append(OofMember(str(path), load_word_probs(path), DecodingConfig()))
+            members.append(OofMember(str(path), load_word_probs(path), ThresholdConfig(), load_folds(path)))
             continue
         run = RunDir(path)
         if not run.oof_path.exists():
@@ -64,7 +68,7 @@ def load_oof_members(paths: Sequence[Path]) -> List[OofMember]:
             raise NoOutOfFold(f"{path} has no out-of-fold word probabilities ({kind}); scoring an ensemble out of fold needs run directories")
         if run_checkpoints(path):
             check_label_sets(run_checkpoints(path))
-        members.append(OofMember(str(path), load_word_probs(run.oof_path), run.decoding()))
+        members.append(OofMember(str(path), load_word_probs(run.oof_path), run.decoding(), load_folds(run.oof_path)))
     return members
 
 
@@ -90,9 +94,9 @@ def ensemble_oof(
     """Score each run and their weighted ensemble on the essays all of them predicted out of fold.
 
     With ``fit_weights`` the weights are also fitted by coordinate search on a grid (steps of 0.1,
-    renormalised), keeping a change only when it raises the out-of-fold macro F1; then a learned decoder is
-    fitted on the blended out-of-fold probabilities (a run's decoder is not the blend's), its F1 cross-fitted
-    by two random halves of the essays. ``save_dir`` saves the weights and that decoder as an ensemble directory
+    renormalised), keeping a change only when it raises the out-of-fold macro F1; then the blend's decoding is
+    chosen (:mod:`fbp.post_training`): thresholds tuned and a learned decoder fitted on the blended out-of-fold
+    probabilities (a run's decoder is not the blend's), both cross-fitted by the folds the members recorded. ``save_dir`` saves the weights and that decoder as an ensemble directory
     that ``fbp ensemble`` and ``fbp infer`` accept like a run.
     """
     from .predict import expand_ensemble_dir
@@ -124,18 +128,21 @@ def ensemble_oof(
     if fit_weights and len(members) > 1:
         report.fitted_weights, report.fitted_result = _fit_weights(member_weights, report.ensemble_result, ensemble_score)
     if fit_weights:
-        from .learned_decoder import fit_learned_decoder
+        from .post_training import choose_decoding, cross_fit_groups
 
         final_weights = report.fitted_weights or member_weights
-        fit = fit_learned_decoder(average_word_probs(aligned, final_weights), truth_spans, None)
-        report.learned_result, report.learned_decoder = fit.result, fit.decoder
+        folds = next((member.folds for member in members if member.folds is not None), None)
+        groups = cross_fit_groups(essay_ids, folds, "no member's out-of-fold file records folds")
+        # Like with like: the blend's thresholds tuned and its learned decoder fitted, both cross-fitted by the same groups.
+        choice = choose_decoding(average_word_probs(aligned, final_weights), truth_spans, decoding, groups, tune=True, learn=True)
+        report.thresholds_result, report.learned_result, report.learned_decoder = choice.thresholds_result, choice.learned.result, choice.learned.decoder
+        report.uses_learned, report.cross_fitted_by = choice.uses_learned, groups.source
         if save_dir is not None:
             from .io.ensemble_dir import save_ensemble_dir
 
-            best_thresholds = (report.fitted_result or report.ensemble_result).f1
-            decoder = fit.decoder if fit.result.f1 > best_thresholds else None  # kept only when it beats the thresholds
-            report.saved_dir = save_ensemble_dir(save_dir, paths, final_weights, decoder, {
-                "oof_f1_thresholds": best_thresholds, "oof_f1_learned": fit.result.f1, "essays": len(essay_ids)})
+            report.saved_dir = save_ensemble_dir(save_dir, paths, final_weights, choice.learned.decoder if choice.uses_learned else None, {
+                "oof_f1_thresholds": choice.thresholds_result.f1, "oof_f1_learned": choice.learned.result.f1, "essays": len(essay_ids),
+                "cross_fitted_by": groups.source})
     return report
 
 

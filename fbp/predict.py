@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import DecodingConfig
+from .config import ThresholdConfig
 from .errors import FbpError, UsageError
 from .io.checkpoint import check_label_sets, checkpoint_decoding, checkpoint_run, expand_checkpoints
 from .io.kaggle import SPAN_COLUMNS, EssayDir
@@ -56,7 +56,7 @@ def resolve_members(paths: Sequence[Path]) -> List[Member]:
     return members
 
 
-def resolve_decoding(members: Sequence[Member], decoding_file: Optional[Path] = None) -> Tuple[DecodingConfig, str]:
+def resolve_decoding(members: Sequence[Member], decoding_file: Optional[Path] = None) -> Tuple[ThresholdConfig, str]:
     """The decoding thresholds and where they come from: ``decoding_file`` if given, else the first checkpoint's
     (its run's ``decoding.json``, where tuned thresholds land, or its own ``fbp.json``), else fbp's defaults."""
     from .config import read_decoding
@@ -68,11 +68,11 @@ def resolve_decoding(members: Sequence[Member], decoding_file: Optional[Path] = 
             decoding, source = checkpoint_decoding(member.checkpoints[0])
             if decoding is not None:
                 return decoding, source
-    return DecodingConfig(), "fbp's defaults"
+    return ThresholdConfig(), "fbp's defaults"
 
 
 DECODINGS = ("auto", "learned", "thresholds", "argmax")
-ARGMAX = DecodingConfig(min_words={}, min_confidence={})  # every argmax span, no thresholds
+ARGMAX = ThresholdConfig(min_words={}, min_confidence={})  # every argmax span, no thresholds
 
 
 def resolve_decoder(members: Sequence[Member], mode: str = "auto", decoding_file: Optional[Path] = None, ensemble=None):
@@ -169,7 +169,7 @@ def predict_members(
             del checkpoint
 
 
-def decode_all(essays: EssayDir, total: WordProbSum, decoding: DecodingConfig, decoder=None) -> "pd.DataFrame":  # noqa: F821
+def decode_all(essays: EssayDir, total: WordProbSum, decoding: ThresholdConfig, decoder=None) -> "pd.DataFrame":  # noqa: F821
     """Spans of every essay, decoded a chunk of essays at a time (with ``decoder``, a learned decoder, when given)."""
     import pandas as pd
 
@@ -192,7 +192,7 @@ class PredictionResult:
     output: Optional[Path]
     probs_file: Optional[Path]
     html_dir: Optional[Path]
-    decoding: DecodingConfig
+    decoding: ThresholdConfig
     decoding_source: str
     checkpoints: int
     warnings: List[str] = field(default_factory=list)  # things the user should know (empty essays, unfinished runs)

@@ -20,11 +20,11 @@ def word_labels_from_spans(spans: Iterable[Tuple[str, int, int]], n_words: int) 
 
 def spans_from_word_labels(word_labels: Sequence[int]) -> List[Tuple[str, int, int]]:
     """The spans fbp's decoder reads from a BIO label sequence (each word certain of its label, no thresholds)."""
-    from fbp.config import DecodingConfig
+    from fbp.config import ThresholdConfig
     from fbp.decode import decode_spans
 
     one_hot = np.eye(NUM_LABELS, dtype=np.float32)[np.asarray(word_labels, dtype=np.int64)]
-    return decode_spans(one_hot, DecodingConfig(min_words={}, min_confidence={}))
+    return decode_spans(one_hot, ThresholdConfig(min_words={}, min_confidence={}))
 
 
 def predictionstring(start: int, end: int) -> str:

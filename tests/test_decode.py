@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbp.config import DecodingConfig
+from fbp.config import ThresholdConfig
 from fbp.errors import FbpError
 from fbp.labels import CLASSES, LABEL2ID, NUM_LABELS
 from fbp.metric import score
 from fbp.decode import candidate_spans, decode_essays, decode_spans, tune_thresholds
 
-NO_THRESHOLDS = DecodingConfig(min_words={name: 1 for name in CLASSES}, min_confidence={name: 0.0 for name in CLASSES})
+NO_THRESHOLDS = ThresholdConfig(min_words={name: 1 for name in CLASSES}, min_confidence={name: 0.0 for name in CLASSES})
 
 
 def probs_of(labels, confidence: float = 0.9) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_min_confidence_uses_the_mean_of_begin_plus_inside():
 
 
 def test_a_class_missing_from_the_thresholds_has_none():
-    decoding = DecodingConfig(min_words={"Lead": 50}, min_confidence={})
+    decoding = ThresholdConfig(min_words={"Lead": 50}, min_confidence={})
     assert decode_spans(probs_of(["B-Claim", "B-Lead"]), decoding) == [("Claim", 0, 1)]
 
 
@@ -83,7 +83,7 @@ def test_wrong_shape_is_an_error_naming_the_essay():
 def test_decoded_truth_scores_one():
     labels = ["B-Lead"] + ["I-Lead"] * 9 + ["O"] + ["B-Evidence"] + ["I-Evidence"] * 20
     truth = pd.DataFrame({"id": ["a", "a"], "class": ["Lead", "Evidence"], "predictionstring": [" ".join(map(str, range(10))), " ".join(map(str, range(11, 32)))]})
-    assert score(decode_essays({"a": probs_of(labels)}, DecodingConfig()), truth).f1 == 1.0
+    assert score(decode_essays({"a": probs_of(labels)}, ThresholdConfig()), truth).f1 == 1.0
 
 
 def synthetic_oof(seed: int = 0, n_essays: int = 40):
@@ -109,7 +109,7 @@ def synthetic_oof(seed: int = 0, n_essays: int = 40):
 
 def test_tuning_finds_thresholds_that_drop_the_noise():
     word_probs, truth = synthetic_oof()
-    start = DecodingConfig(min_words={**DecodingConfig().min_words, "Claim": 2}, min_confidence={**DecodingConfig().min_confidence, "Claim": 0.5})
+    start = ThresholdConfig(min_words={**ThresholdConfig().min_words, "Claim": 2}, min_confidence={**ThresholdConfig().min_confidence, "Claim": 0.5})
     tuned, report = tune_thresholds(word_probs, truth, start)
     before = score(decode_essays(word_probs, start), truth)
     after = score(decode_essays(word_probs, tuned), truth)
@@ -124,7 +124,7 @@ def test_tuning_finds_thresholds_that_drop_the_noise():
 
 def test_tuning_keeps_thresholds_that_are_already_best():
     word_probs, truth = synthetic_oof(seed=1)
-    best = DecodingConfig(min_words={"Claim": 5}, min_confidence={"Claim": 0.7})
+    best = ThresholdConfig(min_words={"Claim": 5}, min_confidence={"Claim": 0.7})
     tuned, report = tune_thresholds(word_probs, truth, best)
     assert tuned.min_words["Claim"] == 5 and tuned.min_confidence["Claim"] == 0.7
     assert report.classes[0].after.f1 == report.classes[0].before.f1 == 1.0
@@ -148,7 +148,7 @@ def test_cross_fitted_tuning_decodes_each_group_with_thresholds_tuned_on_the_oth
     import pandas as pd
 
     import fbp.decode
-    from fbp.config import DecodingConfig
+    from fbp.config import ThresholdConfig
     from fbp.labels import begin_id, inside_id
     from fbp.decode import cross_fitted_thresholds
 
@@ -172,14 +172,14 @@ def test_cross_fitted_tuning_decodes_each_group_with_thresholds_tuned_on_the_oth
         return real_tune(word_probs, truth_spans, decoding)
 
     monkeypatch.setattr(fbp.decode, "tune_thresholds", recording_tune)
-    tuned, predictions = cross_fitted_thresholds(probs, truth, DecodingConfig(), groups=[0, 0, 1, 1, 2, 2])
-    # Group g is decoded with thresholds tuned on the other groups' essays and truth only; then once on everything.
-    assert tuned_on == [(["e2", "e3", "e4", "e5"],) * 2, (["e0", "e1", "e4", "e5"],) * 2, (["e0", "e1", "e2", "e3"],) * 2,
-                        (sorted(probs),) * 2]
+    tuned, predictions = cross_fitted_thresholds(probs, truth, ThresholdConfig(), groups=[0, 0, 1, 1, 2, 2])
+    # Once on everything (the thresholds kept); then group g decoded with thresholds tuned on the other groups' essays and truth only.
+    assert tuned_on == [(sorted(probs),) * 2, (["e2", "e3", "e4", "e5"],) * 2, (["e0", "e1", "e4", "e5"],) * 2,
+                        (["e0", "e1", "e2", "e3"],) * 2]
     assert predictions.sort_values("id").reset_index(drop=True).equals(truth)  # every Claim found, nothing else
     assert tuned.min_words["Claim"] <= 4 and tuned.min_confidence["Claim"] <= 0.86
     tuned_on.clear()
-    _, halves = cross_fitted_thresholds(probs, truth, DecodingConfig(), groups=[0] * 6)  # one group: split in halves
-    first_half, second_half = tuned_on[0][0], tuned_on[1][0]
+    _, halves = cross_fitted_thresholds(probs, truth, ThresholdConfig(), groups=[0] * 6)  # one group: split in halves
+    first_half, second_half = tuned_on[1][0], tuned_on[2][0]
     assert len(first_half) == len(second_half) == 3 and sorted(first_half + second_half) == sorted(probs)
     assert halves.sort_values("id").reset_index(drop=True).equals(truth)

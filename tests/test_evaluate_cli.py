@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from fbp.config import Config, DecodingConfig
+from fbp.config import Config, ThresholdConfig
 from fbp.metric import score
 from fbp.decode import decode_essays
 from fbp.io.checkpoint import checkpoint_decoding, read_checkpoint_meta
@@ -92,7 +92,7 @@ def test_a_directory_that_is_not_a_run(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Run directories, written by the same owners `fbp train` writes them with
 
-START = DecodingConfig(min_words={"Claim": 2}, min_confidence={"Claim": 0.5})
+START = ThresholdConfig(min_words={"Claim": 2}, min_confidence={"Claim": 0.5})
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from fbp import learned_decoder
 from fbp.learned_decoder import fitting, scorer
-from fbp.config import DecodingConfig
+from fbp.config import ThresholdConfig
 from fbp.decode import cross_fitted_thresholds, decode_essays
 from fbp.errors import FbpError
 from fbp.io.decoder import decoder_path, load_decoder, save_decoder
@@ -88,8 +88,8 @@ def test_candidates_include_argmax_spans_and_runs_of_a_class_that_never_wins_the
 
 def test_learned_decoding_finds_the_class_that_thresholds_never_find(essays, fitted):
     probs, truth = essays
-    default = score(decode_essays(probs, DecodingConfig()), truth).class_f1()
-    _, tuned_frame = cross_fitted_thresholds(probs, truth, DecodingConfig(), np.arange(len(probs)) % 3)
+    default = score(decode_essays(probs, ThresholdConfig()), truth).class_f1()
+    _, tuned_frame = cross_fitted_thresholds(probs, truth, ThresholdConfig(), np.arange(len(probs)) % 3)
     tuned = score(tuned_frame, truth).class_f1()
     assert default["Rebuttal"] == 0.0 and tuned["Rebuttal"] == 0.0
     learned = fitted.result.class_f1()  # cross-fitted: no essay scored by a model or rules fitted on it
@@ -205,7 +205,7 @@ def _oof_run(directory, probs, truth, decoder=None, chosen=None):
     run = RunDir(directory)
     directory.mkdir(parents=True)
     save_word_probs(run.oof_path, probs)
-    run.write_decoding(DecodingConfig())
+    run.write_decoding(ThresholdConfig())
     summary = RunRecord(name=directory.name, config={}, folds=[], cv_f1_tuned=0.5)
     if decoder is not None:
         run.write_learned_decoder(decoder)
@@ -265,9 +265,9 @@ def test_infer_with_a_run_without_a_learned_decoder_is_the_threshold_decoding(tm
     run = RunDir(tmp_path / "run")
     for fold in (0, 1):
         save_checkpoint(run.fold_dir(fold), tiny_bert(seed=fold), minilm_tokenizer(),
-                        CheckpointMeta(max_length=48, stride=12, label_subtokens="first", model="minilm", fold=fold, run="tiny", decoding=DecodingConfig()))
+                        CheckpointMeta(max_length=48, stride=12, label_subtokens="first", model="minilm", fold=fold, run="tiny", decoding=ThresholdConfig()))
     run.write_summary(RunRecord(name="tiny", config={}, folds=[]))
-    thresholds = DecodingConfig(min_words={"Claim": 2}, min_confidence={"Claim": 0.05})
+    thresholds = ThresholdConfig(min_words={"Claim": 2}, min_confidence={"Claim": 0.05})
     run.write_decoding(thresholds)
     texts = tmp_path / "texts"
     texts.mkdir()

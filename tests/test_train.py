@@ -38,7 +38,7 @@ def trained_run(tmp_path_factory, processed_demo, tiny_model_dir):
 
 
 def test_run_directory_holds_the_contract(trained_run, processed_demo):
-    from fbp.config import DecodingConfig
+    from fbp.config import ThresholdConfig
     from fbp.decode import cross_fitted_thresholds, decode_essays
     from fbp.io.checkpoint import checkpoint_decoding, read_checkpoint_meta
     from fbp.io.processed import load_processed
@@ -82,7 +82,7 @@ def test_run_directory_holds_the_contract(trained_run, processed_demo):
     tuned, cross_fitted = cross_fitted_thresholds(oof, truth, config.decoding, [fold_of[i] for i in oof])
     assert summary["cv_f1_tuned"] == pytest.approx(score(cross_fitted, truth).f1, abs=1e-6)
     assert set(summary["cv_per_class_tuned"]) == set(CLASSES)
-    assert DecodingConfig.model_validate(json.loads((run_dir / "decoding.json").read_text())) == tuned
+    assert ThresholdConfig.model_validate(json.loads((run_dir / "decoding.json").read_text())) == tuned
     # fbp.json is written once, with the thresholds the fold was scored with; a fold checkpoint decodes with its run's
     # tuned thresholds, also when given alone (fbp infer RUN/fold_0).
     for f in (0, 1):

@@ -170,7 +170,7 @@ def ensemble(
         else:
             if report.fitted_weights is not None:
                 member_weights = list(report.fitted_weights)
-            if report.learned_result is not None and report.learned_result.f1 > (report.fitted_result or report.ensemble_result).f1:
+            if report.uses_learned:
                 blend_decoder = report.learned_decoder  # it won out of fold: decode the blend with it
     if input_dir is None:
         if output is not None or save_probs is not None or html is not None:
@@ -196,6 +196,8 @@ def _print_oof_report(report) -> None:
     rows.append(("ensemble", "", report.ensemble_result))
     if report.fitted_result is not None:
         rows.append(("ensemble, fitted weights", "fitted", report.fitted_result))
+    if report.thresholds_result is not None:
+        rows.append(("ensemble, tuned thresholds (cross-fitted)", "", report.thresholds_result))
     if report.learned_result is not None:
         rows.append(("ensemble, learned decoding (cross-fitted)", "", report.learned_result))
     best = max(result.f1 for _, _, result in rows)
@@ -203,6 +205,8 @@ def _print_oof_report(report) -> None:
         per_class = result.class_f1()
         table.add_row(name, weight, f"{result.f1:.4f}", *(f"{per_class[c]:.3f}" if c in per_class else "-" for c in CLASSES), style="green" if result.f1 == best else None)
     console.print(table)
+    if report.cross_fitted_by is not None and not report.cross_fitted_by.startswith("the folds"):
+        err_console.print(f"[yellow]note:[/] the blend's decoding was cross-fitted by {report.cross_fitted_by}", highlight=False)
     best_member = max(result.f1 for result in report.member_results)
     final = report.fitted_result or report.ensemble_result
     console.print(f"ensemble {final.f1:.4f} vs best single member {best_member:.4f} ({final.f1 - best_member:+.4f})")

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 
 from .. import __version__
 from ..atomic import write_dir_atomically
-from ..config import DecodingConfig
+from ..config import ThresholdConfig
 from ..errors import FbpError, UsageError
 from ..labels import LABELS, NUM_LABELS
 
@@ -43,7 +43,7 @@ class CheckpointMeta(BaseModel):
     fold: Optional[int] = None
     run: Optional[str] = None
     fbp_version: str = __version__
-    decoding: Optional[DecodingConfig] = None  # the thresholds the fold was scored with
+    decoding: Optional[ThresholdConfig] = None  # the thresholds the fold was scored with
     best_epoch: Optional[int] = None
     best_f1: Optional[float] = None
     # Not stored in fbp.json: the labels of config.json's id2label, in id order.
@@ -205,7 +205,7 @@ def checkpoint_run(checkpoint: Union[str, Path]) -> Optional[Path]:
     return parent if RunDir(parent).summary_path.exists() else None
 
 
-def checkpoint_decoding(checkpoint: Union[str, Path]) -> Tuple[Optional[DecodingConfig], str]:
+def checkpoint_decoding(checkpoint: Union[str, Path]) -> Tuple[Optional[ThresholdConfig], str]:
     """The thresholds to decode a checkpoint's predictions with, and where they come from.
 
     A checkpoint inside a run directory takes the run's (``decoding.json``: tuned after training or by

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import __version__
 from ..atomic import remove_stale_temporaries, write_atomic
-from ..config import Config, DecodingConfig, default_settings, flatten_config, read_decoding, validate_decoding
+from ..config import Config, ThresholdConfig, default_settings, flatten_config, read_decoding, validate_decoding
 from ..errors import FbpError, UsageError
 from .decoder import DECODER_FILE
 
@@ -240,15 +240,15 @@ class RunDir:
         if self.work_path.is_dir() and not any(self.work_path.iterdir()):
             self.work_path.rmdir()
 
-    def decoding(self) -> DecodingConfig:
+    def decoding(self) -> ThresholdConfig:
         """The thresholds in use: ``decoding.json`` (tuned), else the run's configured ones, else fbp's defaults."""
         if self.decoding_path.exists():
             return read_decoding(self.decoding_path)
         if self.config_path.exists():
             return validate_decoding(self.read_config().get("decoding", {}), str(self.config_path))
-        return DecodingConfig()
+        return ThresholdConfig()
 
-    def write_decoding(self, decoding: DecodingConfig) -> Path:
+    def write_decoding(self, decoding: ThresholdConfig) -> Path:
         """Save the thresholds the run's checkpoints decode with (``decoding.json``, atomically)."""
         write_atomic(self.decoding_path, json.dumps(decoding.model_dump(mode="json"), indent=2))
         return self.decoding_path

@@ -162,7 +162,7 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
             fold_summary, oof_word_probs = train_fold(config, run, essays, spans, fold, tokenizer, epoch_callback, reporter)
             if state.is_main_process:
                 crash_point("fold_end")  # the fold's checkpoint is exported; its record is not written yet
-                _record_fold(run, summary, fold_summary, oof_word_probs)
+                _record_fold(run, summary, fold_summary, oof_word_probs, essays)
                 # Only now that the fold is recorded: its Trainer checkpoints are what a kill before here resumes from.
                 run.discard_work(fold)
             state.wait_for_everyone()
@@ -195,50 +195,43 @@ def pretraining_overlap(model_name: str, essays: pd.DataFrame, folds: Sequence[i
             "practice, but the CV F1 may read higher than on essays outside both; check with fbp infer + fbp evaluate on other essays")
 
 
-def _record_fold(run: RunDir, summary: RunRecord, fold_summary: FoldRecord, oof_word_probs: Dict[str, np.ndarray]) -> None:
-    """Merge a finished fold into the run's out-of-fold probabilities and ``run.json`` (in that order)."""
-    from ..io.word_probs import load_word_probs, save_word_probs
+def _record_fold(run: RunDir, summary: RunRecord, fold_summary: FoldRecord, oof_word_probs: Dict[str, np.ndarray],
+                 essays: pd.DataFrame) -> None:
+    """Merge a finished fold into the run's out-of-fold probabilities (with each essay's fold) and ``run.json``
+    (in that order)."""
+    from ..io.word_probs import load_folds, load_word_probs, save_word_probs
 
     oof = load_word_probs(run.oof_path) if run.oof_path.exists() else {}
+    # Folds of essays recorded before: from the file, or (a file written before fbp recorded folds) this training's own assignment.
+    folds = {**dict(zip(essays["id"].astype(str), essays["fold"].astype(int))), **((load_folds(run.oof_path) or {}) if oof else {})}
     oof.update(oof_word_probs)
-    save_word_probs(run.oof_path, oof)
+    folds.update({essay_id: fold_summary.fold for essay_id in oof_word_probs})
+    save_word_probs(run.oof_path, oof, {essay_id: folds[essay_id] for essay_id in oof})
     summary.with_fold(fold_summary)
     run.write_summary(summary)
 
 
 def _finish_summary(run: RunDir, summary: RunRecord, spans: pd.DataFrame, config: Config, essays: pd.DataFrame) -> None:
-    """CV F1 over all out-of-fold predictions; the run is complete once every fold of the data is."""
-    from ..decode import cross_fitted_thresholds, decode_essays
-    from ..io.word_probs import load_word_probs
-    from ..metric import score
+    """CV F1 over all out-of-fold predictions, the post-training decoding (:mod:`fbp.post_training`); the run is
+    complete once every fold of the data is."""
+    from ..io.word_probs import load_folds, load_word_probs
+    from ..post_training import choose_decoding, cross_fit_groups, record_in_run
 
     if not run.decoding_path.exists():
         run.write_decoding(config.decoding)
     oof = load_word_probs(run.oof_path) if run.oof_path.exists() else {}
     if oof:
         truth = spans[spans["id"].isin(set(oof))]
+        groups = cross_fit_groups(list(oof), load_folds(run.oof_path), "the out-of-fold file records no folds")
         # cv_f1: the configured thresholds, the ones every epoch was scored with.
-        result = score(decode_essays(oof, config.decoding), truth)
-        summary.cv_f1 = round(float(result.f1), 6)
-        summary.cv_per_class = {name: round(f1, 6) for name, f1 in result.class_f1().items()}
+        configured = choose_decoding(oof, truth, config.decoding, groups, tune=False, learn=False)
+        summary.cv_f1 = round(float(configured.thresholds_result.f1), 6)
+        summary.cv_per_class = {name: round(f1, 6) for name, f1 in configured.thresholds_result.class_f1().items()}
         summary.cv_essays = len(oof)
-        fold_of = dict(zip(essays["id"], essays["fold"]))
-        groups = [fold_of[essay_id] for essay_id in oof]  # cross-fitting groups: each essay's fold
-        if config.training.tune_thresholds:
-            # Default thresholds suit strong models; tuned ones can be worth a lot more on others. The F1 of
-            # tuning is estimated cross-fitted (each fold decoded with thresholds tuned on the other folds).
-            tuned, cross_fitted = cross_fitted_thresholds(oof, truth, config.decoding, groups)
-            tuned_result = score(cross_fitted, truth)
-            summary.cv_f1_tuned = round(float(tuned_result.f1), 6)
-            summary.cv_per_class_tuned = {name: round(f1, 6) for name, f1 in tuned_result.class_f1().items()}
-            run.write_decoding(tuned)  # the fold checkpoints of this run decode with these (io.checkpoint)
-        if config.training.learned_decoding:
-            # Candidate spans scored by a LightGBM model, cross-fitted by fold like the thresholds; the run uses
-            # it only when it beats them out of fold (docs/decoding.md).
-            from ..learned_decoder import fit_for_run
-
-            baseline = summary.cv_f1_tuned if summary.cv_f1_tuned is not None else summary.cv_f1
-            fit_for_run(run, summary, oof, truth, groups, baseline)
+        if config.training.tune_thresholds or config.training.learned_decoding:
+            choice = choose_decoding(oof, truth, config.decoding, groups, tune=config.training.tune_thresholds,
+                                     learn=config.training.learned_decoding)
+            record_in_run(run, summary, choice, learning_enabled=config.training.learned_decoding)
         elif summary.decoder == "learned":
             summary.decoder = "thresholds"  # turned off: a decoder fitted before is kept on disk but not used
     all_folds = {int(f) for f in essays["fold"].unique()}

@@ -21,7 +21,7 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from ..config import DecodingConfig
+from ..config import ThresholdConfig
 from ..faults import crash_point
 from ..io.run_dir import CHECKPOINT_EVAL_FILE
 from .best_epoch import SELECTION_METRIC, selection_score
@@ -93,7 +93,7 @@ class FoldEvaluator(TrainerCallback):
     lands in the middle of a save and the fold resumes.
     """
 
-    def __init__(self, val_essays: pd.DataFrame, spans: pd.DataFrame, val_windows_meta, decoding: DecodingConfig, work_dir: Path):
+    def __init__(self, val_essays: pd.DataFrame, spans: pd.DataFrame, val_windows_meta, decoding: ThresholdConfig, work_dir: Path):
         self.essay_ids = val_essays["id"].tolist()
         self.n_words = val_essays["n_words"].astype(int).tolist()
         from ..metric import parse_spans
