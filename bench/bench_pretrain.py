@@ -123,7 +123,7 @@ def compare(args) -> None:
     summaries = [json.loads((run / "run.json").read_text()) for run in runs]
     for run, summary in zip(runs, summaries):
         config = summary["config"]
-        print(f"{run}: model {summary['model']}, {config['data']['max_essays']} essays, {config['data']['folds']} folds, "
+        print(f"{run}: model {summary['model']}, {config['data']['max_essays'] or 'all'} essays, {config['data']['folds']} folds, "
               f"{config['training']['epochs']} epochs, lr {config['training']['learning_rate']}, seed {config['training']['seed']}; "
               f"folds trained {[f['fold'] for f in summary['folds']]} (best epochs {[f['best_epoch'] for f in summary['folds']]}); "
               f"train {summary.get('train_seconds', 0) / 60:.1f} min")
@@ -152,7 +152,8 @@ def compare(args) -> None:
     header = f"| run | AUC Counterclaim | AUC Rebuttal | tuned macro F1 | learned macro F1 | {' | '.join(CLASSES)} (learned) |"
     print(header + "\n|---|" + "---:|" * (4 + len(CLASSES)))
     default = DecodingConfig()
-    for name, run_probs in zip(("packaged MiniLM", "pretrained"), probs):
+    names = [f"from {summary['model']}" for summary in summaries]
+    for name, run_probs in zip(names, probs):
         oof = {i: run_probs[i] for i in common}
         signal = class_signal(oof, truth)
         _, tuned_frame = cross_fitted_thresholds(oof, truth, default, groups)
@@ -178,7 +179,7 @@ def compare(args) -> None:
         essays_dir.mkdir()
         for path in heldout:
             (essays_dir / path.name).symlink_to(path)
-        for name, run in zip(("packaged MiniLM", "pretrained"), runs):
+        for name, run in zip(names, runs):
             output = Path(scratch) / f"{run.name}.csv"
             started = time.perf_counter()
             done = subprocess.run([sys.executable, "-m", "fbp", "infer", str(target(run)), "-i", str(essays_dir), "-o", str(output)],
