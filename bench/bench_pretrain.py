@@ -193,6 +193,36 @@ def compare(args) -> None:
     print(f"load average at end: {load()}")
 
 
+def compare_probs(args) -> None:
+    """Two word-probability files of the same essays (e.g. one epoch of each run's fold, from its Trainer checkpoint's
+    fbp_eval.npz): each class's signal and both decodings, cross-fitted by two random halves."""
+    import pandas as pd
+
+    from decoding_diagnostics import class_signal
+    from fbp.config import DecodingConfig
+    from fbp.decode import cross_fitted_thresholds
+    from fbp.io.word_probs import load_word_probs
+    from fbp.labels import CLASSES
+    from fbp.learned_decoder import fit_learned_decoder
+    from fbp.metric import score
+
+    probs = [load_word_probs(path) for path in args.files]
+    common = sorted(set(probs[0]) & set(probs[1]))
+    truth = pd.read_parquet(args.truth)
+    truth = truth[truth["id"].isin(set(common))].reset_index(drop=True)
+    groups = np.random.default_rng(0).permutation(len(common)) % 2
+    print(f"{len(common)} essays in both files ({len(truth)} true spans), cross-fitted by two random halves (seed 0); load average {load()}")
+    print(f"| probabilities | {' | '.join(f'AUC {c}' for c in CLASSES)} | tuned macro F1 | learned macro F1 | learned Counterclaim | learned Rebuttal |"
+          f"\n|---|{'---:|' * (len(CLASSES) + 4)}")
+    for path, file_probs in zip(args.files, probs):
+        oof = {i: file_probs[i] for i in common}
+        signal, nan = class_signal(oof, truth), float("nan")
+        tuned = score(cross_fitted_thresholds(oof, truth, DecodingConfig(), groups)[1], truth)
+        learned = fit_learned_decoder(oof, truth, groups).result
+        print(f"| {path} | {' | '.join(f'{signal.get(c, nan):.3f}' for c in CLASSES)} | {tuned.f1:.4f} | {learned.f1:.4f} | "
+              f"{learned.class_f1().get('Counterclaim', 0):.3f} | {learned.class_f1().get('Rebuttal', 0):.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -206,8 +236,11 @@ def main() -> None:
     compare_parser.add_argument("pretrained", type=Path)
     compare_parser.add_argument("--fold", type=int, action="append", help="compare only these folds (repeatable)")
     compare_parser.add_argument("--heldout", type=int, default=150)
+    probs_parser = commands.add_parser("compare-probs")
+    probs_parser.add_argument("files", type=Path, nargs=2)
+    probs_parser.add_argument("--truth", type=Path, required=True, help="spans.parquet of the processed data")
     args = parser.parse_args()
-    cost(args) if args.command == "cost" else compare(args)
+    {"cost": cost, "compare": compare, "compare-probs": compare_probs}[args.command](args)
 
 
 if __name__ == "__main__":
