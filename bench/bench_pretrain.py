@@ -65,7 +65,7 @@ def cost(args) -> None:
           f"torch threads {torch.get_num_threads()}; load average at start: {load()}")
     tokenizer = load_tokenizer("minilm")
     rows = []
-    for size in args.sizes:
+    for size in args.sizes if args.steps else []:
         config = load_config(None, {"data.processed_dir": str(processed), "data.max_essays": size, "tracking.wandb": "disabled",
                                     "pretrain.max_steps": args.steps, "pretrain.eval_fraction": 0.0, "pretrain.save_steps": 10_000},
                              schema=PretrainConfig)
@@ -77,9 +77,15 @@ def cost(args) -> None:
             meta = pretrain(config, Path(scratch) / "model")
         rows.append((size, sum(len(t.split()) for t in text.texts), tokens, len(blocks), tokenize_seconds, meta.tokens_per_second))
         print(f"  {size} essays done (load average {load()})", flush=True)
+    for size in args.sizes if not args.steps else []:  # tokenizing only
+        config = load_config(None, {"data.processed_dir": str(processed), "data.max_essays": size}, schema=PretrainConfig)
+        text = gather_text(config)
+        started = time.perf_counter()
+        blocks, tokens = make_blocks(tokenizer, text.texts, 512)
+        rows.append((size, sum(len(t.split()) for t in text.texts), tokens, len(blocks), time.perf_counter() - started, args.tokens_per_second))
     print("\n| essays | words | tokens | blocks of 512 | tokenize s | tokens/s (steps) | one epoch, estimated |\n|---:|---:|---:|---:|---:|---:|---:|")
     for size, words, tokens, blocks, tokenize_seconds, speed in rows:
-        print(f"| {size:,} | {words:,} | {tokens:,} | {blocks:,} | {tokenize_seconds:.1f} | {speed:,.0f} | {tokens / speed / 60:.1f} min |")
+        print(f"| {size:,} | {words:,} | {tokens:,} | {blocks:,} | {tokenize_seconds:.1f} | {speed:,.0f} | {(f'{tokens / speed / 60:.1f} min' if speed else '-')} |")
     per_token = [tokenize_seconds / tokens for _, _, tokens, _, tokenize_seconds, _ in rows]
     print(f"tokenizing: {1e6 * per_token[0]:.1f} vs {1e6 * per_token[-1]:.1f} us per token; steps: {rows[0][-1]:,.0f} vs {rows[-1][-1]:,.0f} tokens/s "
           "(a step's cost does not depend on the text size: an epoch grows linearly with the tokens)")
@@ -90,7 +96,8 @@ def cost(args) -> None:
     collator = DataCollatorForLanguageModeling(tokenizer, whole_word_mask=True, mask_replace_prob=1.0, random_replace_prob=0.0, seed=0)
     blocks, _ = make_blocks(tokenizer, gather_text(load_config(None, {"data.processed_dir": str(processed), "data.max_essays": 60},
                                                                 schema=PretrainConfig)).texts, 512)
-    batches = [collator(blocks[i : i + 8]) for i in range(0, 8 * args.head_steps, 8)]
+    size = args.head_batch
+    batches = [collator(blocks[i : i + size]) for i in range(0, size * args.head_steps, size)]
     with tempfile.TemporaryDirectory(dir=args.work) as scratch:
         trainer = _masked_lm_trainer()(model=model, args=TrainingArguments(output_dir=scratch, use_cpu=True, report_to=[]))
     times = {"stock forward": [], "masked tokens only": []}
@@ -102,7 +109,7 @@ def cost(args) -> None:
             model.zero_grad()
             times[name].append(time.perf_counter() - started)
     stock, masked = (float(np.median(v)) for v in times.values())
-    print(f"\nmasked-LM step (forward + backward, batch 8 x 512), median of {len(batches)} alternated: stock {stock:.2f} s, "
+    print(f"\nmasked-LM step (forward + backward, batch {size} x 512), median of {len(batches)} alternated: stock {stock:.2f} s, "
           f"masked tokens only {masked:.2f} s: x{stock / masked:.2f}; load average at end: {load()}")
 
 
@@ -230,6 +237,8 @@ def main() -> None:
     cost_parser.add_argument("--sizes", type=int, nargs="+", default=[150, 600])
     cost_parser.add_argument("--steps", type=int, default=4)
     cost_parser.add_argument("--head-steps", type=int, default=3)
+    cost_parser.add_argument("--head-batch", type=int, default=8)
+    cost_parser.add_argument("--tokens-per-second", type=float, default=0.0, help="with --steps 0: the tokens/s to estimate an epoch with (e.g. a run's fbp-pretrained.json)")
     cost_parser.add_argument("--work", type=Path, default=Path("/tmp/fbp-bench"))
     compare_parser = commands.add_parser("compare")
     compare_parser.add_argument("base", type=Path)

@@ -312,7 +312,8 @@ def _masked_lm_trainer():
 
     A stock masked-LM model projects every token onto the vocabulary (MiniLM: 384 x 30,522, about as many
     multiply-adds per token as its six layers) and then ignores all but the ~15% masked ones. Gathering the masked
-    positions first gives the same loss for a fraction of the head's cost. Models whose head is not found under a
+    positions first gives the same loss for a fraction of the head's multiply-adds (measured under heavy load:
+    1.06x per step, bench/RESULTS.md). Models whose head is not found under a
     known name run the stock forward.
     """
     import torch
