@@ -350,6 +350,27 @@ def _masked_lm_trainer():
     return MaskedLMTrainer
 
 
+def _model_config(name: str, settings: Any) -> Tuple[Any, Dict[str, Any]]:
+    """The model's config with ``pretrain.hidden_dropout`` / ``attention_dropout`` set (None: kept), and the values
+    they replaced, restored before saving (the saved model keeps its own dropout; fbp train sets its own)."""
+    from transformers import AutoConfig
+
+    from .model import ATTENTION_DROPOUT_NAMES, HIDDEN_DROPOUT_NAMES, _from_pretrained
+
+    model_config = _from_pretrained(AutoConfig, name)
+    replaced: Dict[str, Any] = {}
+    for value, candidates, what in ((settings.hidden_dropout, HIDDEN_DROPOUT_NAMES, "hidden"),
+                                    (settings.attention_dropout, ATTENTION_DROPOUT_NAMES, "attention")):
+        if value is None:
+            continue
+        present = [attribute for attribute in candidates if hasattr(model_config, attribute)]
+        if not present:
+            raise UsageError(f"model '{name}' ({model_config.model_type}) has no {what} dropout setting to override")
+        replaced[present[0]] = getattr(model_config, present[0])
+        setattr(model_config, present[0], value)
+    return model_config, replaced
+
+
 def _wandb_run(config: PretrainConfig, output: Path, work_dir: Path, reporter: PretrainReporter):
     """A wandb run for the pretraining (None when tracking is off); offline files go into the work folder first."""
     import hashlib
@@ -461,7 +482,8 @@ def pretrain(config: PretrainConfig, output: Path, reporter: Optional[PretrainRe
             dataloader_pin_memory=precision != "fp32",
         )
         set_seed(settings.seed)  # before the masked-LM head is drawn (when the base model has none)
-        model, info = _from_pretrained(AutoModelForMaskedLM, config.model.name, output_loading_info=True, use_safetensors=True)
+        model_config, saved_dropouts = _model_config(config.model.name, settings)
+        model, info = _from_pretrained(AutoModelForMaskedLM, config.model.name, config=model_config, output_loading_info=True, use_safetensors=True)
         head_missing = [key for key in info.get("missing_keys", []) if not key.startswith(getattr(model, "base_model_prefix", "\0") + ".")]
         if head_missing:
             reporter.note(f"'{config.model.name}' ships without a masked-LM head ({len(head_missing)} tensors missing, e.g. "
@@ -518,6 +540,8 @@ def pretrain(config: PretrainConfig, output: Path, reporter: Optional[PretrainRe
             mlm_head_initialised=bool(head_missing),
         )
         trainer.model.to("cpu")
+        for name, value in saved_dropouts.items():  # the saved model keeps its own dropout (fbp train sets its own)
+            setattr(trainer.model.config, name, value)
         save_pretrained_dir(output, trainer.model, tokenizer, meta)
         wandb_files = work_dir / "wandb"
         if wandb_files.is_dir():

@@ -86,6 +86,7 @@ CASES = [
     Case("--no-data with --data", ["--no-data", "--data", "proc", "-m", "tiny", "-o", "model"], 2, ["--no-data", "--data"]),
     Case("processed data missing", ["--data", "noproc", "-m", "tiny", "-o", "model"], 1, ["noproc", "fbp preprocess"]),
     Case("bad setting", ["--data", "proc", "-m", "tiny", "-o", "model", "--set", "pretrain.mlm_probability=2"], 2, ["pretrain.mlm_probability", "less than 1"]),
+    Case("bad dropout", ["--data", "proc", "-m", "tiny", "-o", "model", "--set", "pretrain.hidden_dropout=1.5"], 2, ["pretrain.hidden_dropout", "less than 1"]),
     Case("unknown key", ["--data", "proc", "-m", "tiny", "-o", "model", "--set", "pretrain.learning_rat=1e-4"], 2, ["unknown key", "pretrain.learning_rat", "learning_rate"]),
     Case("training key in a pretrain config", ["--data", "proc", "-m", "tiny", "-o", "model", "--set", "training.epochs=2"], 2, ["unknown key", "training"]),
     Case("config file missing", ["nothere.yaml", "--data", "proc", "-m", "tiny", "-o", "model"], 2, ["config file not found", "nothere.yaml"]),
@@ -118,12 +119,14 @@ def test_pretrain_then_train_from_it(ws, cli):
     """The whole path on a tiny random BERT: pretrain a few steps on the processed essays and a text folder, load
     the directory as a token classifier, and `fbp train --model DIR` from it, which notes the validation essays
     the pretraining read."""
-    result = cli("pretrain", "--data", "proc", "--text", "texts", "-m", "tiny", "-o", "model", "--max-steps", "3", *TINY, cwd=ws)
+    result = cli("pretrain", "--data", "proc", "--text", "texts", "-m", "tiny", "-o", "model", "--max-steps", "3",
+                 "--set", "pretrain.hidden_dropout=0", *TINY, cwd=ws)
     assert result.exit_code == 0, result.output
     assert "ships without a masked-LM head" in result.output  # the tiny model is a token classifier: a new head
     assert "fbp train --model model" in result.output
     model = ws / "model"
     assert (model / "model.safetensors").is_file() and not list(model.glob("*.bin"))
+    assert json.loads((model / "config.json").read_text())["hidden_dropout_prob"] == 0.1  # pretrained without, saved with its own
     assert not (ws / "model.pretrain-work").exists()
 
     from fbp.io.pretrained import read_pretrained_meta, text_hash
