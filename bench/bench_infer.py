@@ -96,7 +96,7 @@ def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
     import pandas as pd
 
     from fbp.config import ThresholdConfig
-    from fbp.predict import predict_directory, resolve_decoding, resolve_members
+    from fbp.infer import predict_directory, resolve_thresholds, resolve_members
     from fbp.metric import score
     from fbp.decode import decode_essays
     from fbp.io.word_probs import load_word_probs
@@ -109,7 +109,7 @@ def quality(run_dir: Path, n_essays: int, batch_size: int) -> None:
     unseen = sorted(path for path in SHARED_TRAIN.glob("*.txt") if path.stem not in oof)
     heldout = sorted(random.Random(0).sample(unseen, min(n_essays, len(unseen))))
     (member,) = resolve_members([run_dir])
-    decoding, source = resolve_decoding([member])
+    decoding, source = resolve_thresholds([member])
     print(f"run {run_dir}: {len(member.checkpoints)} folds, {len(oof):,} out-of-fold essays; thresholds from {source}")
     print(f"held-out: {len(heldout)} shared essays outside the run (random sample, seed 0)")
     heldout_truth = truth[truth["id"].isin({path.stem for path in heldout})]

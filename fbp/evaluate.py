@@ -85,7 +85,7 @@ def evaluate(pred: Path, truth: Optional[Path] = None, tune: bool = False, decod
 
 def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "auto") -> Evaluation:
     from .decode import decode_essays
-    from .predict import ARGMAX, DECODINGS
+    from .infer import ARGMAX, DECODINGS
     from .io.run_dir import RunDir
     from .io.word_probs import load_word_probs
 
@@ -105,12 +105,12 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
     if mode not in DECODINGS:
         raise UsageError(f"unknown decoding {mode!r}; choose one of {', '.join(DECODINGS)}")
     decoding = run.decoding()
-    summary = run.read_summary() if run.summary_path.exists() else None
+    record = run.read_record() if run.record_path.exists() else None
     tuning, saved, learned, warnings = None, [], None, []
     if tune:
         # A training of this run rewrites run.json and the out-of-fold probabilities: one writer at a time.
         with run.lock("fbp evaluate --tune"):
-            decoding, tuning, learned = _retune(run, summary, word_probs, true_spans, decoding)
+            decoding, tuning, learned = _retune(run, record, word_probs, true_spans, decoding)
             saved = [run.decoding_path] + ([run.decoder_path] if learned is not None else [])
             if learned is not None and learned["cross_fitted_by"] != "folds":
                 warnings.append(f"cross-fitted by {learned['cross_fitted_by']}: {run.oof_path.name} was written before fbp "
@@ -122,7 +122,7 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
             raise UsageError(f"learned decoding was asked for, but run {path} has no learned decoder ({run.decoder_path.name}); fit one with fbp evaluate {path} --tune")
         predictions = decoder.decode(word_probs)
         what = "out-of-fold predictions, the run's learned decoder, fitted on these same essays (in-sample: optimistic)"
-        honest = getattr(summary, "cv_f1_learned", None) if summary is not None else None
+        honest = getattr(record, "cv_f1_learned", None) if record is not None else None
         to_quote = ("cv_f1_learned", honest) if honest is not None else None
     elif mode == "argmax":
         predictions = decode_essays(word_probs, ARGMAX)
@@ -136,14 +136,14 @@ def _evaluate_run(path: Path, truth: Optional[Path], tune: bool, mode: str = "au
             what = "out-of-fold predictions, the run's configured thresholds"
         else:
             what = "out-of-fold predictions, the run's tuned thresholds (decoding.json), tuned on these same essays (in-sample: optimistic)"
-        honest = getattr(summary, "cv_f1_tuned", None) if summary is not None else None
+        honest = getattr(record, "cv_f1_tuned", None) if record is not None else None
         to_quote = ("cv_f1_tuned", honest) if honest is not None and (tune or not configured) else None
     result = score(predictions, true_spans)
     return Evaluation(result, f"{path} (out-of-fold)", str(truth_path), len(predictions), len(true_spans), len(word_probs), tuning, saved,
                       what=what, to_quote=to_quote, learned=learned, warnings=warnings)
 
 
-def _retune(run: "RunDir", summary, word_probs, true_spans, decoding) -> Tuple["ThresholdConfig", "TuningReport", Optional[Dict[str, object]]]:
+def _retune(run: "RunDir", record, word_probs, true_spans, decoding) -> Tuple["ThresholdConfig", "TuningReport", Optional[Dict[str, object]]]:
     """Tune the run's thresholds on its out-of-fold essays and save them; with a ``run.json``, also refit its learned
     decoder and record which decoding the run uses (:mod:`fbp.post_training`), cross-fitted by the folds recorded
     in the out-of-fold file. Returns (tuned thresholds, tuning report, the refit's figures or None)."""
@@ -151,13 +151,13 @@ def _retune(run: "RunDir", summary, word_probs, true_spans, decoding) -> Tuple["
     from .post_training import choose_decoding, cross_fit_groups, record_in_run
 
     groups = cross_fit_groups(list(word_probs), load_folds(run.oof_path), f"{run.oof_path.name} records no folds")
-    choice = choose_decoding(word_probs, true_spans, decoding, groups, tune=True, learn=summary is not None)
-    if summary is None:
+    choice = choose_decoding(word_probs, true_spans, decoding, groups, tune=True, learn=record is not None)
+    if record is None:
         run.write_decoding(choice.thresholds)
         return choice.thresholds, choice.tuning, None
-    record_in_run(run, summary, choice)
-    run.write_summary(summary)
-    learned = {"cv_f1_learned": summary.cv_f1_learned, "thresholds": choice.thresholds_result.f1, "decoder": summary.decoder,
+    record_in_run(run, record, choice)
+    run.write_record(record)
+    learned = {"cv_f1_learned": record.cv_f1_learned, "thresholds": choice.thresholds_result.f1, "decoder": record.decoder,
                "seconds": sum(choice.learned.seconds.values()), "cross_fitted_by": "folds" if groups.are_folds else groups.source}
     return choice.thresholds, choice.tuning, learned
 

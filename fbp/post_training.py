@@ -11,7 +11,7 @@ probabilities by :mod:`fbp.io.word_probs`, never rebuilt):
   tuned, else the configured ones), both measured on the same essays with the same groups.
 
 Callers: ``fbp train`` (:mod:`fbp.training.loop`), ``fbp evaluate RUN --tune`` (:mod:`fbp.evaluate`), ``fbp ensemble
---fit-weights`` (:mod:`fbp.ensemble_oof`; ``fbp.cli.infer`` reads its choice). Nothing here prints.
+--fit-weights`` (:mod:`fbp.ensemble`; ``fbp.cli.infer`` reads its choice). Nothing here prints.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from .metric import MetricResult, score
 
 if TYPE_CHECKING:
     from .decode import TuningReport
-    from .io.run_dir import RunDir, RunRecord
+    from .io.run_dir import RunDir
+    from .io.run_record import RunRecord
     from .learned_decoder import DecoderSettings, LearnedFit
 
 FOLDS = "the folds the essays were predicted out of"

@@ -24,12 +24,12 @@ import yaml
 from .config import Config, SearchParam, set_dotted, validate_config
 from .errors import FbpError, UsageError
 from .atomic import write_atomic
-from .io.run_dir import RunDir, config_differences
+from .io.run_dir import RunDir
+from .io.run_settings import config_differences
 
 if TYPE_CHECKING:
     import optuna
 
-EpochCallback = Callable[[int, int, float], None]
 TrainFn = Callable[..., Dict[str, Any]]  # train_run(config, run_dir, epoch_callback) -> run.json content
 
 HEARTBEAT_SECONDS = 60  # how often a running trial says it is alive in the study database
@@ -298,17 +298,17 @@ def tune_study(
                 raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: F1 {f1:.4f} is below the median of earlier trials")
 
         try:
-            summary = train_fn(trial_config, run_dir, report_epoch)
+            record = train_fn(trial_config, run_dir, report_epoch)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
         except optuna.TrialPruned:
             shutil.rmtree(RunDir(run_dir).work_path, ignore_errors=True)  # a pruned trial never resumes
             raise
-        if summary.get("cv_f1") is None:
+        if record.get("cv_f1") is None:
             raise FbpError(f"trial {trial.number}: the training wrote no cv_f1 into {run_dir / 'run.json'}")
-        trial.set_user_attr("cv_per_class", summary.get("cv_per_class", {}))
-        return float(summary["cv_f1"])
+        trial.set_user_attr("cv_per_class", record.get("cv_per_class", {}))
+        return float(record["cv_f1"])
 
     invalid_in_a_row = {"count": 0}
 
@@ -449,10 +449,10 @@ def run_sweep_trial(config: Config, params: Dict[str, Any], runs_dir: Path, trai
     trial_config = validate_config(apply_params(config.model_dump(mode="json"), params, **{"name": f"sweep-{run.id}", "tracking.wandb": "disabled", "search": {}}),
                                    source="sweep trial config")
     try:
-        summary = train_fn(trial_config, run_dir, lambda fold, epoch, f1: run.log({"fold": fold, "epoch": epoch, "f1": f1}))
+        record = train_fn(trial_config, run_dir, lambda fold, epoch, f1: run.log({"fold": fold, "epoch": epoch, "f1": f1}))
     except BaseException:
         run.finish(exit_code=1)
         raise
-    run.summary.update({"cv_f1": summary.get("cv_f1"), **{f"cv_f1_{name}": f1 for name, f1 in summary.get("cv_per_class", {}).items()}})
+    run.summary.update({"cv_f1": record.get("cv_f1"), **{f"cv_f1_{name}": f1 for name, f1 in record.get("cv_per_class", {}).items()}})
     run.finish()
-    return summary
+    return record

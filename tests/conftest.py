@@ -9,7 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pytest
 
@@ -63,14 +63,29 @@ def run_cli(*args, cwd: Optional[Path] = None, env: Optional[dict] = None) -> Cl
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
-def run_fbp_process(*args, env: Optional[dict] = None, timeout: float = 600, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """Run ``python -m fbp ARGS...`` as a separate process, for what needs a fresh interpreter (what it imports,
-    torchrun, the quickstart exactly as a user runs it, a kill). ``env`` adds to (or, with None values, removes
-    from) the environment; ``cwd``: the folder it runs in."""
+def _environment(env: Optional[dict]) -> dict:
     environment = {**os.environ, "COLUMNS": "200", **(env or {})}
-    environment = {key: value for key, value in environment.items() if value is not None}
-    return subprocess.run([sys.executable, "-m", "fbp", *map(str, args)], capture_output=True, text=True, env=environment,
-                          timeout=timeout, cwd=cwd)
+    return {key: value for key, value in environment.items() if value is not None}
+
+
+def run_process(command: Sequence[object], env: Optional[dict] = None, timeout: float = 600, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """The one subprocess runner of the tests: ``command`` (e.g. torchrun, ``python -c``) to completion, its output
+    captured as text. ``env`` adds to (or, with None values, removes from) the environment; ``cwd``: its folder."""
+    return subprocess.run([str(part) for part in command], capture_output=True, text=True, env=_environment(env), timeout=timeout, cwd=cwd)
+
+
+def run_fbp_process(*args, env: Optional[dict] = None, timeout: float = 600, cwd: Optional[Path] = None,
+                    python_options: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """Run ``python -m fbp ARGS...`` as a separate process, for what needs a fresh interpreter (what it imports,
+    torchrun, the quickstart exactly as a user runs it, a kill); ``python_options`` go before ``-m`` (``-X importtime``)."""
+    return run_process([sys.executable, *python_options, "-m", "fbp", *args], env=env, timeout=timeout, cwd=cwd)
+
+
+def start_fbp_process(*args, env: Optional[dict] = None) -> subprocess.Popen:
+    """``python -m fbp ARGS...`` started in the background (output, stderr included, on its ``stdout`` pipe), for a
+    test that signals it while it runs."""
+    return subprocess.Popen([sys.executable, "-m", "fbp", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=_environment(env))
 
 
 @pytest.fixture

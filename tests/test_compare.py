@@ -16,7 +16,8 @@ from fbp.compare import (
     write_json,
 )
 from fbp.cli.compare import render_table
-from fbp.io.run_dir import EpochRecord, FoldRecord, RunDir
+from fbp.io.run_dir import RunDir
+from fbp.io.run_record import EpochRecord, FoldRecord
 from fbp.config import Config
 from fbp.errors import FbpError, UsageError
 from fbp.labels import CLASSES

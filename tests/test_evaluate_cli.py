@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_process
 from fbp.config import Config, ThresholdConfig
 from fbp.metric import score
 from fbp.decode import decode_essays
-from fbp.io.checkpoint import checkpoint_decoding, read_checkpoint_meta
+from fbp.io.checkpoint import read_checkpoint_meta
+from fbp.io.run_dir import checkpoint_decoding
 from fbp.io.word_probs import save_word_probs
 from test_decode import synthetic_oof
 
@@ -115,7 +114,7 @@ def run_dir(tmp_path) -> Path:
         save_checkpoint(run.fold_dir(fold), tiny_bert(seed=fold), minilm_tokenizer(),
                         CheckpointMeta(max_length=512, stride=128, fold=fold, decoding=START))
     summary.status = "complete"
-    run.write_summary(summary)
+    run.write_record(summary)
     return run.path
 
 
@@ -174,7 +173,7 @@ def test_evaluate_process_does_not_import_torch(tmp_path, truth_csv):
         f"app(['evaluate', {str(submission)!r}, '--truth', {str(truth_csv)!r}], standalone_mode=False)\n"
         "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    done = run_process([sys.executable, "-c", script], timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("no torch")
 

@@ -98,3 +98,17 @@ def test_train_shows_its_defaults():
         row = rows[flag]
         assert "default" in row and default in row, f"fbp train --help: {flag} shows no default ({row!r})"
     assert "default" in rows["--folds"], rows["--folds"]
+
+
+def test_train_help_defaults_are_the_configs():
+    from typer.testing import CliRunner
+
+    from fbp.cli import app
+    from fbp.config import Config
+
+    text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "250", "NO_COLOR": "1"}).output.split())
+    defaults = Config()
+    for flag, value in (("--epochs", defaults.training.epochs), ("--model", defaults.model.name),
+                        ("--data", defaults.data.processed_dir), ("--wandb", defaults.tracking.wandb)):
+        row = text.split("Options", 1)[1].split(f"│ {flag} ", 1)[1].split("│", 1)[0]
+        assert f"[default: {value}]" in row, (flag, row)

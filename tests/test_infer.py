@@ -1,6 +1,5 @@
 """`fbp infer` / `fbp ensemble`: submissions from checkpoints and runs, OOF ensembles, HTML, bad input."""
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -10,11 +9,14 @@ from tiny_models import minilm_tokenizer, tiny_bert
 
 from fbp.decode import decode_essays
 from fbp.errors import FbpError, UsageError
-from fbp.oof import ensemble_oof
+from fbp.ensemble import ensemble_oof
 from fbp.cli.infer import parse_weights
 from fbp.io.kaggle import EssayDir
-from fbp.predict import predict_directory
+from fbp.infer import predict_directory
 from fbp.labels import LABEL2ID, NUM_LABELS
+from fbp.io.run_dir import RunDir
+from fbp.io.run_record import RunRecord
+from fbp.config import ThresholdConfig
 from fbp.io.checkpoint import save_checkpoint
 from fbp.io.word_probs import load_word_probs, save_word_probs
 from fbp.word_probs import normalise_weights, predict_word_probs
@@ -37,8 +39,8 @@ def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "tiny"
     for fold in (0, 1):
         save_checkpoint(run / f"fold_{fold}", tiny_bert(seed=fold), minilm_tokenizer(), _fbp_meta(fold))
-    (run / "run.json").write_text(json.dumps({"name": "tiny", "folds": []}))
-    (run / "decoding.json").write_text(json.dumps(DECODING))
+    RunDir(run).write_record(RunRecord(name="tiny", config={}, folds=[]))
+    RunDir(run).write_decoding(ThresholdConfig.model_validate(DECODING))
     return run
 
 
@@ -139,8 +141,8 @@ def test_weights_parsing():
 def _oof_run(root, name, word_probs):
     run = root / name
     run.mkdir()
-    save_word_probs(run / "oof_word_probs.npz", word_probs)
-    (run / "run.json").write_text(json.dumps({"name": name}))
+    save_word_probs(RunDir(run).oof_path, word_probs)
+    RunDir(run).write_record(RunRecord(name=name, config={}, folds=[]))
     return run
 
 

@@ -199,7 +199,8 @@ def test_a_bad_decoder_file_gives_one_clear_error_naming_it(fitted, tmp_path, da
 
 def _oof_run(directory, probs, truth, decoder=None, chosen=None):
     """A run directory with out-of-fold probabilities (and optionally a learned decoder), written by the real owners."""
-    from fbp.io.run_dir import RunDir, RunRecord
+    from fbp.io.run_dir import RunDir
+    from fbp.io.run_record import RunRecord
     from fbp.io.word_probs import save_word_probs
 
     run = RunDir(directory)
@@ -210,7 +211,7 @@ def _oof_run(directory, probs, truth, decoder=None, chosen=None):
     if decoder is not None:
         run.write_learned_decoder(decoder)
         summary.decoder = chosen
-    run.write_summary(summary)
+    run.write_record(summary)
     truth_path = directory.parent / f"{directory.name}-truth.csv"
     truth.to_csv(truth_path, index=False)
     return run, truth_path
@@ -225,7 +226,7 @@ def test_evaluate_tune_refits_the_learned_decoder_and_the_run_chooses_it(essays,
     before = evaluate(run.path, truth_path)
     assert before.result.class_f1()["Rebuttal"] == 0.0 and not run.decoder_path.exists()
     tuned = evaluate(run.path, truth_path, tune=True)
-    summary = RunDir(run.path).read_summary()
+    summary = RunDir(run.path).read_record()
     assert run.decoder_path.exists() and summary.cv_f1_learned > 0.5 and summary.decoder == "learned"
     assert tuned.learned["decoder"] == "learned" and run.decoder_path in tuned.saved
     # From now on the run decodes with it (in-sample here), and --decoding picks any decoding explicitly.
@@ -236,7 +237,7 @@ def test_evaluate_tune_refits_the_learned_decoder_and_the_run_chooses_it(essays,
 
 
 def test_a_run_without_a_learned_decoder_decodes_exactly_as_before(essays, fitted, tmp_path):
-    from fbp.predict import Member, resolve_decoder
+    from fbp.infer import Member, resolve_decoder
 
     probs, truth = essays
     old, _ = _oof_run(tmp_path / "old", probs, truth)  # made before the learned decoder existed
@@ -258,15 +259,16 @@ def test_infer_with_a_run_without_a_learned_decoder_is_the_threshold_decoding(tm
     from tiny_models import minilm_tokenizer, tiny_bert
 
     from fbp.io.checkpoint import CheckpointMeta, save_checkpoint
-    from fbp.io.run_dir import RunDir, RunRecord
+    from fbp.io.run_dir import RunDir
+    from fbp.io.run_record import RunRecord
     from fbp.io.word_probs import load_word_probs
-    from fbp.predict import predict_directory
+    from fbp.infer import predict_directory
 
     run = RunDir(tmp_path / "run")
     for fold in (0, 1):
         save_checkpoint(run.fold_dir(fold), tiny_bert(seed=fold), minilm_tokenizer(),
                         CheckpointMeta(max_length=48, stride=12, label_subtokens="first", model="minilm", fold=fold, run="tiny", decoding=ThresholdConfig()))
-    run.write_summary(RunRecord(name="tiny", config={}, folds=[]))
+    run.write_record(RunRecord(name="tiny", config={}, folds=[]))
     thresholds = ThresholdConfig(min_words={"Claim": 2}, min_confidence={"Claim": 0.05})
     run.write_decoding(thresholds)
     texts = tmp_path / "texts"
@@ -298,7 +300,7 @@ def test_infer_decodes_with_the_runs_learned_decoder_and_a_corrupt_one_is_named(
     npz = tmp_path / "probs.npz"
     save_word_probs(npz, some)
     # A saved-probabilities member in the run directory's place: the decoder comes from the run it names.
-    from fbp.predict import Member, resolve_decoder
+    from fbp.infer import Member, resolve_decoder
     decoding, decoder, source = resolve_decoder([Member(npz, probs_file=npz, run_dir=run.path)], "auto")
     assert source == f"learned decoder {run.decoder_path}"
     pd.testing.assert_frame_equal(decoder.decode(some).reset_index(drop=True), fitted.decoder.decode(some).reset_index(drop=True))
@@ -310,8 +312,8 @@ def test_infer_decodes_with_the_runs_learned_decoder_and_a_corrupt_one_is_named(
 
 def test_ensemble_fit_weights_saves_weights_and_the_blends_decoder(essays, tmp_path):
     from fbp.io.ensemble_dir import EnsembleDir
-    from fbp.oof import ensemble_oof
-    from fbp.predict import expand_ensemble_dir, resolve_decoder
+    from fbp.ensemble import ensemble_oof
+    from fbp.infer import expand_ensemble_dir, resolve_decoder
 
     probs, truth = essays
     rng = np.random.default_rng(1)
@@ -382,7 +384,7 @@ def test_begin_weight_scales_every_b_label_times_its_class_weight():
 
 def test_a_run_made_before_a_setting_existed_resumes_when_the_setting_is_at_its_default():
     from fbp.config import Config
-    from fbp.io.run_dir import config_differences
+    from fbp.io.run_settings import config_differences
 
     current = Config().model_dump(mode="json")
     older = Config().model_dump(mode="json")

@@ -76,10 +76,13 @@ def test_checkpoint_round_trip_loads_in_hf_pipeline_offline(tmp_path, monkeypatc
 
 
 def test_expand_checkpoints_runs_folds_and_bad_paths(tmp_path):
+    from fbp.io.run_dir import RunDir
+    from fbp.io.run_record import RunRecord
+
     run = tmp_path / "run"
     for fold in (1, 0, 10):
         save_checkpoint(run / f"fold_{fold}", tiny_bert(), minilm_tokenizer(), {**META, "fold": fold})
-    (run / "run.json").write_text("{}")
+    RunDir(run).write_record(RunRecord(name="run", config={}, folds=[]))
     assert [p.name for p in expand_checkpoints([run])] == ["fold_0", "fold_1", "fold_10"]
     assert expand_checkpoints([run / "fold_1", run]) == [run / "fold_1", run / "fold_0", run / "fold_10"]
     (tmp_path / "empty").mkdir()

@@ -8,7 +8,8 @@ import pytest
 
 import fbp.learned_decoder
 from fbp.config import ThresholdConfig
-from fbp.io.run_dir import RunDir, RunRecord
+from fbp.io.run_dir import RunDir
+from fbp.io.run_record import RunRecord
 from fbp.io.word_probs import load_folds, load_word_probs, save_word_probs
 from fbp.post_training import FOLDS, choose_decoding, cross_fit_groups
 from test_learned_decoder import FAST, synthetic_essays
@@ -57,7 +58,7 @@ def _run_with_out_of_fold(directory, probs, truth, folds):
     directory.mkdir(parents=True)
     save_word_probs(run.oof_path, probs, folds)
     run.write_decoding(ThresholdConfig())
-    run.write_summary(RunRecord(name=directory.name, config={}, folds=[]))
+    run.write_record(RunRecord(name=directory.name, config={}, folds=[]))
     truth_path = directory.parent / f"{directory.name}-truth.csv"
     truth.to_csv(truth_path, index=False)
     return run, truth_path
@@ -80,7 +81,7 @@ def test_evaluate_tune_cross_fits_by_the_recorded_folds_and_says_when_a_run_has_
     tuned = evaluate(run.path, truth_path, tune=True)
     assert seen_groups == [[folds[essay_id] for essay_id in probs]]
     assert tuned.learned["cross_fitted_by"] == "folds" and not tuned.warnings
-    assert run.read_summary().cv_f1_tuned == round(tuned.learned["thresholds"], 6)
+    assert run.read_record().cv_f1_tuned == round(tuned.learned["thresholds"], 6)
 
     old, truth_path = _run_with_out_of_fold(tmp_path / "old", probs, truth, None)  # written before folds were recorded
     tuned = evaluate(old.path, truth_path, tune=True)

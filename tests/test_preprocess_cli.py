@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import run_cli
+from conftest import run_cli, run_fbp_process
 
 from fbp.io.processed import load_processed
 
@@ -43,3 +43,9 @@ def test_bad_usage_exits_2(tmp_path, demo_corpus):
     result = run_cli("preprocess", demo_corpus, "-o", tmp_path / "processed", "--folds", "1")
     assert result.returncode == 2
     assert not (tmp_path / "processed").exists()
+
+
+def test_preprocess_output_starts_with_what_it_wrote(demo_corpus, tmp_path):
+    result = run_fbp_process("preprocess", demo_corpus, "-o", tmp_path / "processed", "--folds", "2", env={"NO_COLOR": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("wrote "), repr(result.stdout[:80])

@@ -4,20 +4,18 @@ evaluate, infer) as a user runs it, shrunk to a minute of CPU."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from conftest import run_fbp_process
 
 
 @pytest.mark.e2e
 def test_quickstart_runs_the_whole_lifecycle_with_the_packaged_minilm(tmp_path):
     directory = tmp_path / "qs"
-    completed = subprocess.run(
-        [sys.executable, "-m", "fbp", "quickstart", str(directory), "--essays", "24", "--folds", "2", "--epochs", "1"],
-        capture_output=True, text=True, timeout=1200,
-    )
+    completed = run_fbp_process("quickstart", directory, "--essays", "24", "--folds", "2", "--epochs", "1", timeout=1200)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     for command in ("fbp demo-data", "fbp preprocess", "fbp train", "fbp evaluate", "fbp infer"):
         assert f"$ {command}" in completed.stdout
@@ -48,3 +46,15 @@ def test_quickstart_runs_the_whole_lifecycle_with_the_packaged_minilm(tmp_path):
     test_ids = {path.stem for path in (directory / "kaggle" / "test").glob("*.txt")}
     assert set(submission["id"]) <= test_ids
     assert (directory / "html" / "index.html").exists()
+
+
+def test_quickstart_prints_each_command_whole_and_wrapped():
+    from fbp.cli.quickstart import command_lines, quickstart_commands
+
+    for arguments in quickstart_commands(Path("quickstart"), 120, 2, 4, "disabled"):
+        lines = command_lines(arguments, width=60)
+        assert all(len(line) <= 60 for line in lines), lines
+        assert all(line.endswith(" \\") for line in lines[:-1]) and not lines[-1].endswith("\\")
+        joined = " ".join(line.rstrip("\\").strip() for line in lines)
+        assert joined == "$ fbp " + " ".join(arguments)  # nothing cut, nothing added
+        assert not any(line.lstrip().startswith(("training.", "windows.", "model.")) for line in lines[1:])  # --set stays with its value

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_process
 
 from fbp.config import load_config
 from fbp.errors import FbpError, UsageError
@@ -40,11 +39,12 @@ def trained_run(tmp_path_factory, processed_demo, tiny_model_dir):
 def test_run_directory_holds_the_contract(trained_run, processed_demo):
     from fbp.config import ThresholdConfig
     from fbp.decode import cross_fitted_thresholds, decode_essays
-    from fbp.io.checkpoint import checkpoint_decoding, read_checkpoint_meta
+    from fbp.io.checkpoint import read_checkpoint_meta
+    from fbp.io.run_dir import checkpoint_decoding
     from fbp.io.processed import load_processed
     from fbp.io.word_probs import load_word_probs
     from fbp.metric import score
-    from fbp.predict import resolve_decoding, resolve_members
+    from fbp.infer import resolve_thresholds, resolve_members
 
     run_dir, summary = trained_run
     assert {"name", "model", "config", "cv_f1", "cv_per_class", "folds"} <= set(summary)
@@ -88,14 +88,49 @@ def test_run_directory_holds_the_contract(trained_run, processed_demo):
     for f in (0, 1):
         assert read_checkpoint_meta(run_dir / f"fold_{f}").decoding == config.decoding
         assert checkpoint_decoding(run_dir / f"fold_{f}") == (tuned, str(run_dir / "decoding.json"))
-        assert resolve_decoding(resolve_members([run_dir / f"fold_{f}"]))[0] == tuned
+        assert resolve_thresholds(resolve_members([run_dir / f"fold_{f}"]))[0] == tuned
+
+
+def test_each_folds_kept_checkpoint_reproduces_its_rows_of_the_out_of_fold_file(trained_run, processed_demo):
+    """One best epoch: the checkpoint the Trainer kept is the fold's checkpoint, the epoch run.json names, and the
+    source of the fold's out-of-fold rows (recorded with the fold they came from)."""
+    from fbp.io.checkpoint import load_checkpoint
+    from fbp.io.processed import load_processed
+    from fbp.io.word_probs import load_folds, load_word_probs
+    from fbp.word_probs import predict_word_probs
+
+    run_dir, summary = trained_run
+    oof, folds = load_word_probs(run_dir / "oof_word_probs.npz"), load_folds(run_dir / "oof_word_probs.npz")
+    essays = load_processed(processed_demo).essays.set_index("id")
+    for fold_record in summary["folds"]:
+        fold = fold_record["fold"]
+        ids = [essay_id for essay_id in oof if folds[essay_id] == fold]
+        assert sorted(ids) == sorted(essays.index[essays["fold"] == fold])
+        checkpoint = load_checkpoint(run_dir / f"fold_{fold}", device="cpu")
+        assert checkpoint.meta.best_epoch == fold_record["best_epoch"]
+        assert [e["epoch"] for e in fold_record["epochs"] if e["saved"]][-1] == fold_record["best_epoch"]
+        meta = checkpoint.meta
+        predicted = dict(predict_word_probs(checkpoint.model, checkpoint.tokenizer, essays.loc[ids, "text"].tolist(),
+                                            meta.max_length, meta.stride, batch_size=8, device="cpu"))
+        for index, essay_id in enumerate(ids):
+            np.testing.assert_allclose(predicted[index], oof[essay_id], atol=3e-3, err_msg=f"fold {fold}, essay {essay_id}")
 
 
 def test_training_fits_the_learned_decoder_and_records_its_cross_fitted_f1(trained_run):
     from fbp.io.decoder import load_decoder
 
     run_dir, summary = trained_run
-    assert summary["cv_f1_learned"] is not None and 0.0 <= summary["cv_f1_learned"] <= 1.0
+    from fbp.io.word_probs import load_folds, load_word_probs
+    from fbp.io.run_dir import RunDir
+    from fbp.io.kaggle import read_span_file
+    from fbp.post_training import choose_decoding, cross_fit_groups
+
+    # The recorded figure is the cross-fitted F1 of a fit by the recorded folds: refitting reproduces it.
+    oof = load_word_probs(run_dir / "oof_word_probs.npz")
+    groups = cross_fit_groups(list(oof), load_folds(run_dir / "oof_word_probs.npz"), "unused")
+    truth = read_span_file(RunDir(run_dir).truth_path(), "truth")[0]
+    refit = choose_decoding(oof, truth[truth["id"].isin(set(oof))], RunDir(run_dir).decoding(), groups, tune=False, learn=True)
+    assert groups.are_folds and summary["cv_f1_learned"] == round(refit.learned.result.f1, 6)
     assert set(summary["cv_per_class_learned"]) <= set(CLASSES)
     # The run uses the learned decoder only when it beats the tuned thresholds out of fold.
     assert summary["decoder"] == ("learned" if summary["cv_f1_learned"] > summary["cv_f1_tuned"] else "thresholds")
@@ -115,7 +150,9 @@ def test_the_saved_checkpoint_loads_offline_in_a_pipeline(trained_run):
     run_dir, _ = trained_run
     tagger = pipeline("token-classification", model=str(run_dir / "fold_0"))
     assert tagger.model.config.id2label[1].startswith("B-")
-    assert isinstance(tagger("Some people argue that phones distract students."), list)
+    entities = tagger("Some people argue that phones distract students.")
+    assert entities and {entity["entity"] for entity in entities} <= set(tagger.model.config.id2label.values())
+    assert all(entity["word"] for entity in entities)
 
 
 def test_an_interrupted_run_resumes_without_repeating_finished_work(tmp_path, processed_demo, tiny_model_dir):
@@ -179,7 +216,7 @@ def test_training_under_torchrun_with_two_processes(tmp_path, processed_demo, ti
         "--data", str(processed_demo), "--model", str(tiny_model_dir), "--fold", "0", "--epochs", "1", "--wandb", "disabled",
         "--set", "windows.max_length=128", "--set", "windows.stride=32", "--set", "training.batch_size=4", "-o", str(run_dir),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    completed = run_process(command, timeout=600, env={"OMP_NUM_THREADS": "1", "COLUMNS": os.environ.get("COLUMNS")})
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     summary = json.loads((run_dir / "run.json").read_text())
     assert [f["fold"] for f in summary["folds"]] == [0] and (run_dir / "fold_0" / "model.safetensors").exists()
@@ -283,3 +320,15 @@ def test_a_fold_trains_the_same_whatever_ran_before_it_in_the_process(tmp_path, 
         weights.append(load_file(str(tmp_path / f"after_seed_{earlier_seed}" / "fold_1" / "model.safetensors")))
     for name, value in weights[0].items():
         np.testing.assert_array_equal(weights[1][name], value, err_msg=name)
+
+
+def test_early_stopping_ends_a_fold_after_patience_epochs_without_a_better_score(tmp_path, processed_demo, tiny_model_dir):
+    from fbp.training.loop import train_run
+
+    # A learning rate too small to change anything: every epoch scores the same, so none after the first is better.
+    config = tiny_config(processed_demo, tiny_model_dir, **{
+        "data.train_folds": [0], "data.max_essays": 16, "training.epochs": 6, "training.learning_rate": 1e-30,
+        "training.early_stopping_patience": 2, "windows.max_length": 64, "windows.stride": 16, "tracking.wandb": "disabled"})
+    fold = train_run(config, tmp_path / "run")["folds"][0]
+    assert [epoch["epoch"] for epoch in fold["epochs"]] == [1, 2, 3]  # the best, then 2 epochs of patience
+    assert fold["best_epoch"] == 1 and [epoch["saved"] for epoch in fold["epochs"]] == [True, False, False]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from fbp.errors import FbpError, UsageError
 from fbp.labels import CLASSES
 from fbp.tune import open_study, run_sweep_trial, tune_study, wandb_sweep_config, write_wandb_sweep
 
-from conftest import run_cli, run_fbp_process
+from conftest import run_cli, run_fbp_process, run_process
 
 SEARCH = {
     "search.training.learning_rate": {"low": 1e-5, "high": 1e-3, "log": True},
@@ -43,6 +41,7 @@ class FakeTraining:
 
     def __init__(self, interrupt_on_call=None, f1_by_call=None):
         self.calls = []
+        self.returned = []  # the cv_f1 each call returned
         self.interrupt_on_call = interrupt_on_call
         self.f1_by_call = f1_by_call
 
@@ -64,6 +63,7 @@ class FakeTraining:
                    "epochs_done": epochs_done}
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "run.json").write_text(json.dumps(summary))
+        self.returned.append(f1)
         return summary
 
 
@@ -79,8 +79,10 @@ def test_search_runs_n_trials_and_writes_a_best_config_that_validates(tmp_path):
     assert best.search == {} and best.data.train_folds is None  # trains every fold, not only the tuning fold
     assert best.training.learning_rate == pytest.approx(result.best_params["training.learning_rate"])
     assert best.windows.max_length == result.best_params["windows.max_length"]
-    scores = [0.7 - 0.1 * abs(math.log10(config.training.learning_rate) + 4) for config, _ in training.calls]
-    assert result.best_value == pytest.approx(max(scores))
+    # The best trial is the one whose training returned the highest cv_f1, with that trial's settings.
+    best_call = max(range(len(training.returned)), key=training.returned.__getitem__)
+    assert result.best_value == pytest.approx(training.returned[best_call])
+    assert best.training.learning_rate == pytest.approx(training.calls[best_call][0].training.learning_rate)
 
 
 def test_ctrl_c_then_rerun_resumes_the_interrupted_trial_and_reaches_n(tmp_path):
@@ -110,7 +112,7 @@ def test_ctrl_c_then_rerun_resumes_the_interrupted_trial_and_reaches_n(tmp_path)
 def test_a_trial_left_running_by_a_killed_process_is_run_again(tmp_path):
     config, tune_dir = make_config(), tmp_path / "tune"
     tune_dir.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = run_process([sys.executable, "-c", "import os; print(os.getpid())"])
     study, _ = open_study(f"sqlite:///{tune_dir / 'study.db'}", "tune", seed=0)
     killed = study.ask()
     learning_rate = killed.suggest_float("training.learning_rate", 1e-5, 1e-3, log=True)

@@ -25,7 +25,7 @@ DecodingOpt = typer.Option(None, "--decoding", metavar="learned|thresholds|argma
 def parse_decoding(value: Optional[str]):
     """``--decoding`` -> (mode, thresholds file or None): a keyword, or a decoding.json path (thresholds)."""
     from ..errors import UsageError
-    from ..predict import DECODINGS
+    from ..infer import DECODINGS
 
     if value is None:
         return "auto", None
@@ -86,7 +86,8 @@ def infer(
     """
     check_paths_exist(("CKPT_OR_RUN", "checkpoint or run directory", checkpoints), ("--input", "directory of essays", [input_dir]))
     started = time.monotonic()
-    result = _predict(checkpoints, input_dir, output, None, save_probs, html, truth, batch_size, device, decoding)
+    result = _predict(checkpoints, input_dir, output=output, weights=None, save_probs=save_probs, html=html, truth=truth,
+                      batch_size=batch_size, device=device, decoding=decoding)
     _print_result(result, started)
 
 
@@ -103,18 +104,19 @@ def check_paths_exist(*arguments) -> None:
                 raise FbpError(f"{name} {path}: no such {what}")
 
 
-def _predict(paths, input_dir, output, weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder=None):
+def _predict(paths, input_dir, *, output, weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder=None):
     """Resolve the device, then predict with a progress line and bar per checkpoint."""
     from ..device import resolve_device
-    from ..predict import predict_directory
+    from ..infer import predict_directory
     from .reporting import PredictionProgress
 
     resolved = resolve_device(device)
     total = len(list(input_dir.glob("*.txt"))) if input_dir.is_dir() else None
     with PredictionProgress(console, err_console, total) as progress:
         mode, decoding_file = parse_decoding(decoding)
-        return predict_directory(paths, input_dir, output, weights, save_probs, html, truth, batch_size, resolved, decoding_file,
-                                 on_checkpoint=progress, decoding_mode=mode, blend_decoder=blend_decoder)
+        return predict_directory(paths, input_dir, output=output, weights=weights, save_probs=save_probs, html_dir=html, truth=truth,
+                                 batch_size=batch_size, device=resolved, decoding_file=decoding_file, on_checkpoint=progress,
+                                 decoding_mode=mode, blend_decoder=blend_decoder)
 
 
 def parse_weights(raw: Optional[List[str]]) -> Optional[List[float]]:
@@ -150,13 +152,13 @@ def ensemble(
 
     Examples: fbp ensemble runs/minilm runs/deberta --fit-weights; fbp ensemble ckpts/* --input test/ -w 0.6,0.4 -o submission.csv
     """
-    from ..oof import ensemble_oof
+    from ..ensemble import ensemble_oof
 
     check_paths_exist(("MEMBER", "checkpoint, run directory or .npz file", members), ("--input", "directory of essays", [input_dir]))
     member_weights = parse_weights(weights)
     blend_decoder = None
     if input_dir is None or fit_weights:
-        from ..oof import NoOutOfFold
+        from ..ensemble import NoOutOfFold
 
         try:
             with truth_hint():
@@ -177,7 +179,8 @@ def ensemble(
             err_console.print("[yellow]note:[/] -o, --save-probs and --html need --input TEXT_DIR; nothing written")
         return
     started = time.monotonic()
-    result = _predict(members, input_dir, output or Path("submission.csv"), member_weights, save_probs, html, truth, batch_size, device, decoding, blend_decoder)
+    result = _predict(members, input_dir, output=output or Path("submission.csv"), weights=member_weights, save_probs=save_probs,
+                      html=html, truth=truth, batch_size=batch_size, device=device, decoding=decoding, blend_decoder=blend_decoder)
     _print_result(result, started)
 
 

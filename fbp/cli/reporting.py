@@ -377,7 +377,7 @@ class EssaysPerSecond(ProgressColumn):
 
 
 class PredictionProgress:
-    """``on_checkpoint`` for :func:`fbp.predict.predict_directory`: a line per checkpoint (on ``notes``) and a bar
+    """``on_checkpoint`` for :func:`fbp.infer.predict_directory`: a line per checkpoint (on ``notes``) and a bar
     counting essays per second while it predicts. Use as a context manager, so the last bar is closed."""
 
     def __init__(self, console: Console, notes: Console, total: Optional[int]):

@@ -17,7 +17,7 @@ def default_run_dir(config, config_path: Optional[Path]) -> Path:
     """``runs/<config>-<hash of the settings>``: the same command resumes the same run, another config gets its own.
     Only settings away from their defaults are hashed, so a setting added to fbp later leaves the name as it was."""
     from ..config import default_settings
-    from ..io.run_dir import run_settings
+    from ..io.run_settings import run_settings
 
     defaults = default_settings()
     settings = {key: value for key, value in run_settings(config.model_dump(mode="json")).items() if key not in defaults or defaults[key] != value}

@@ -2,8 +2,11 @@
 
 - :mod:`fbp.io.kaggle`: the Kaggle layout (``train.csv``, ``train/*.txt``), essay text folders, span and truth CSVs
 - :mod:`fbp.io.processed`: the processed dataset (``essays.parquet``, ``spans.parquet``, ``meta.json``)
-- :mod:`fbp.io.run_dir`: a run directory (``config.yaml``, ``run.json``, out-of-fold probabilities, ``decoding.json``)
+- :mod:`fbp.io.run_dir`: a run directory (``config.yaml``, ``decoding.json``, ``fold_K/``, ``.work/``, the run's status
+  and lock), with :mod:`fbp.io.run_record` (``run.json``) and :mod:`fbp.io.run_settings` (what makes a run, diffs)
 - :mod:`fbp.io.checkpoint`: a checkpoint directory and its ``fbp.json``
-- :mod:`fbp.io.word_probs`: the ``.npz`` word-probabilities file
+- :mod:`fbp.io.word_probs`: the ``.npz`` word-probabilities file (a run's out-of-fold file also records each essay's fold)
+- :mod:`fbp.io.decoder`: the learned decoder (``learned_decoder.json`` and its LightGBM model files)
+- :mod:`fbp.io.ensemble_dir`: an ensemble directory (``ensemble.json``: members, weights, the blend's decoder)
 - :mod:`fbp.io.submission`: the submission CSV
 """

@@ -6,7 +6,7 @@ loads it offline.
 
 ``fbp.json`` is written once, when the checkpoint is saved. Thresholds tuned later (at the end of
 ``fbp train``, or by ``fbp evaluate RUN --tune``) go to the run's ``decoding.json``;
-:func:`checkpoint_decoding` gives a checkpoint inside a run those, so ``fbp infer RUN/fold_0`` decodes with
+:func:`fbp.io.run_dir.checkpoint_decoding` gives a checkpoint inside a run those, so ``fbp infer RUN/fold_0`` decodes with
 the tuned thresholds without ``fbp.json`` being rewritten.
 
 This module is the only one that reads or writes ``fbp.json``.
@@ -69,7 +69,7 @@ def save_checkpoint(directory: Union[str, Path], model: Any, tokenizer: Any, met
     Everything goes to a temporary sibling directory first, which then replaces ``directory``, so a
     crash leaves either the previous checkpoint or the new one, never half of one.
     """
-    from ..model import quiet_transformers
+    from ..quiet import quiet_transformers
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def load_checkpoint(directory: Union[str, Path], device: Optional[str] = None) -
     """Load a checkpoint written by :func:`save_checkpoint` (offline; the model in eval mode)."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from ..model import quiet_transformers
+    from ..quiet import quiet_transformers
 
     directory = Path(directory)
     meta = read_checkpoint_meta(directory)
@@ -195,28 +195,3 @@ def check_label_sets(checkpoints: Sequence[Path]) -> None:
         if tuple(labels) != LABELS:
             extra = sorted(set(labels) - set(LABELS)) or labels
             raise FbpError(f"checkpoint {checkpoint} has a different label set ({len(labels)} labels, e.g. {extra[:3]}) than fbp's {NUM_LABELS}; they cannot be combined")
-
-
-def checkpoint_run(checkpoint: Union[str, Path]) -> Optional[Path]:
-    """The run directory a fold checkpoint sits in (its parent, when that holds a ``run.json``), else None."""
-    from .run_dir import RunDir
-
-    parent = Path(checkpoint).parent
-    return parent if RunDir(parent).summary_path.exists() else None
-
-
-def checkpoint_decoding(checkpoint: Union[str, Path]) -> Tuple[Optional[ThresholdConfig], str]:
-    """The thresholds to decode a checkpoint's predictions with, and where they come from.
-
-    A checkpoint inside a run directory takes the run's (``decoding.json``: tuned after training or by
-    ``fbp evaluate --tune``); a checkpoint on its own takes the thresholds in its ``fbp.json``.
-    None when neither says anything.
-    """
-    from .run_dir import RunDir
-
-    run_path = checkpoint_run(checkpoint)
-    if run_path is not None and RunDir(run_path).decoding_path.exists():
-        run = RunDir(run_path)
-        return run.decoding(), str(run.decoding_path)
-    meta = read_checkpoint_meta(checkpoint)
-    return meta.decoding, str(Path(checkpoint) / FBP_META_FILE)

@@ -1,9 +1,9 @@
-"""The run directory: resolved config, ``run.json`` summary, out-of-fold word probabilities, decoding
+"""The run directory: resolved config, ``run.json`` record, out-of-fold word probabilities, decoding
 thresholds, fold checkpoints.
 
 A run directory is the unit of resuming and comparing. Everything in it is written atomically, and a fold
 counts as finished only once its checkpoint and out-of-fold probabilities are on disk. ``run.json`` has one
-schema (:class:`RunRecord`) and one writer (:meth:`RunDir.write_summary`); everything that reads a run
+schema (:class:`RunRecord`) and one writer (:meth:`RunDir.write_record`); everything that reads a run
 (evaluate, oof, predict, compare, tracking) asks :class:`RunDir`.
 """
 
@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import __version__
 from ..atomic import remove_stale_temporaries, write_atomic
-from ..config import Config, ThresholdConfig, default_settings, flatten_config, read_decoding, validate_decoding
+from ..config import Config, ThresholdConfig, read_decoding, validate_decoding
 from ..errors import FbpError, UsageError
 from .decoder import DECODER_FILE
+from .run_record import EpochRecord, FoldRecord, RunRecord, read_run_json, validated  # noqa: F401  (their home before)
+from .run_settings import RESUMABLE_KEYS, config_differences, run_settings  # noqa: F401  (their home before)
 
 class TruthNotFound(FbpError):
     """A run does not lead to its ground truth (the command line then asks for it explicitly)."""
@@ -31,118 +32,13 @@ class TruthNotFound(FbpError):
         self.exit_code = exit_code
 
 
-# Settings that may change between invocations on the same run directory without making it another run.
-RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size", "training.learned_decoding")
-
-
-# --- run.json -----------------------------------------------------------------------------------------------
-# Lenient on reading (unknown keys are kept, missing ones get defaults, so older or hand-made files still
-# load), exact on writing: keys fbp train never set are not written.
-
-
-def validated(record_type: Any, content: Any, source: Union[str, Path]) -> Any:
-    """``record_type`` (a pydantic model) from parsed JSON; FbpError naming ``source``, the bad key and its value."""
-    try:
-        return record_type.model_validate(content)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise FbpError(f"{source}: '{where}' {first['msg'].lower()} (got {first.get('input')!r})") from None
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
-
-
-class EpochRecord(_Record):
-    """One epoch of one fold: mean training loss, validation loss, F1, per-class F1, whether it was kept."""
-
-    epoch: Union[int, float]
-    loss: Optional[float] = None
-    eval_loss: Optional[float] = None
-    f1: Optional[float] = None
-    per_class: Dict[str, Optional[float]] = {}
-    saved: Optional[bool] = None
-    seconds: Optional[float] = None
-
-
-class FoldRecord(_Record):
-    """A finished fold: its best epoch (the one its checkpoint holds) and every epoch's numbers."""
-
-    fold: int
-    best_epoch: Optional[Union[int, float]] = None
-    best_f1: Optional[float] = None
-    seconds: Optional[float] = None
-    epochs: List[EpochRecord] = []
-
-
-class RunRecord(_Record):
-    """``run.json``: the run's summary."""
-
-    name: Optional[str] = None
-    model: Optional[str] = None
-    fbp_version: Optional[str] = None
-    created: Optional[str] = None
-    status: str = "complete"
-    processed_dir: Optional[str] = None  # absolute, so evaluate and ensemble find the truth from anywhere
-    processed_fingerprint: Optional[str] = None  # of the processed data trained on: a resume against other data refuses
-    config: Dict[str, Any] = {}
-    cv_f1: Optional[float] = None  # macro F1 of all out-of-fold predictions, configured thresholds
-    cv_per_class: Dict[str, Optional[float]] = {}
-    cv_essays: Optional[int] = None
-    cv_f1_tuned: Optional[float] = None  # thresholds tuned out of fold, cross-fitted
-    cv_per_class_tuned: Dict[str, Optional[float]] = {}
-    cv_f1_learned: Optional[float] = None  # the learned span decoder, cross-fitted
-    cv_per_class_learned: Dict[str, Optional[float]] = {}
-    decoder: Optional[str] = None  # the decoding the run uses: "learned" or "thresholds" (None: thresholds, runs made before)
-    train_seconds: Optional[float] = None
-    folds: List[FoldRecord] = []
-
-    @classmethod
-    def from_content(cls, content: Any, source: Union[str, Path]) -> "RunRecord":
-        """Validate parsed ``run.json`` content; FbpError naming ``source`` and the bad key."""
-        return validated(cls, content, source)
-
-    @staticmethod
-    def looks_like(content: Any) -> bool:
-        """Whether parsed JSON is a run.json (it has ``folds`` and ``config``)."""
-        return isinstance(content, dict) and "folds" in content and "config" in content
-
-    def with_fold(self, fold: FoldRecord) -> None:
-        """Add or replace a fold, keeping folds in order."""
-        self.folds = sorted([f for f in self.folds if f.fold != fold.fold] + [fold], key=lambda f: f.fold)
-
-
-def run_settings(config_tree: Dict[str, Any]) -> Dict[str, Any]:
-    """The dotted settings that make a run what it is (those in ``RESUMABLE_KEYS`` left out)."""
-    return {
-        key: value for key, value in flatten_config(config_tree).items()
-        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
-    }
-
-
-def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-    """Dotted keys whose values differ, ignoring settings that do not change what is trained. A key one side
-    lacks (a run made before the setting existed) has its default value."""
-    defaults = default_settings()
-    old_settings, new_settings = run_settings({**defaults, **flatten_config(old)}), run_settings({**defaults, **flatten_config(new)})
-    return [
-        f"{key}: {old_settings.get(key)!r} -> {new_settings.get(key)!r}"
-        for key in sorted(set(old_settings) | set(new_settings))
-        if old_settings.get(key) != new_settings.get(key)
-    ]
-
-
 class RunDir:
     """One training run on disk: ``config.yaml``, ``run.json``, ``oof_word_probs.npz``, ``decoding.json``, ``fold_K/``."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.config_path = self.path / "config.yaml"
-        self.summary_path = self.path / "run.json"
+        self.record_path = self.path / "run.json"
         self.oof_path = self.path / "oof_word_probs.npz"
         self.decoding_path = self.path / "decoding.json"
         self.decoder_path = self.path / DECODER_FILE  # the learned span decoder (fbp.io.decoder), when fitted
@@ -156,10 +52,10 @@ class RunDir:
 
     def is_run(self) -> bool:
         """A directory written by ``fbp train`` (it has ``run.json`` or ``oof_word_probs.npz``)."""
-        return self.summary_path.exists() or self.oof_path.exists()
+        return self.record_path.exists() or self.oof_path.exists()
 
     def open(self, config: Config, data_fingerprint: Optional[str] = None) -> RunRecord:
-        """Create the run directory, or check that an existing one holds this same run; return its summary.
+        """Create the run directory, or check that an existing one holds this same run; return its record.
 
         ``data_fingerprint`` (:func:`fbp.io.processed.fingerprint`) is recorded in ``run.json``; a run that recorded
         another one was trained on other data (``fbp preprocess`` run again into the same folder) and is not resumed.
@@ -175,18 +71,18 @@ class RunDir:
                 )
         elif self.path.exists() and any(entry.name != LOCK_FILE for entry in self.path.iterdir()):
             raise UsageError(f"{self.path} exists and is not an fbp run directory (no config.yaml); use another output directory (-o)")
-        summary = self.read_summary()
-        if summary is not None and data_fingerprint and summary.processed_fingerprint not in (None, data_fingerprint):
+        record = self.read_record()
+        if record is not None and data_fingerprint and record.processed_fingerprint not in (None, data_fingerprint):
             raise FbpError(
                 f"{self.path} was trained on other data: the processed data in {config.data.processed_dir} has changed since "
-                f"(fingerprint {data_fingerprint[:12]}, the run recorded {summary.processed_fingerprint[:12]}; was `fbp preprocess` "
+                f"(fingerprint {data_fingerprint[:12]}, the run recorded {record.processed_fingerprint[:12]}; was `fbp preprocess` "
                 "run again into that folder, with another seed or other files?). Resuming would mix two fold assignments. "
                 "Train into another output directory (-o), or preprocess into another folder"
             )
         remove_stale_temporaries(self.path)  # what killed writes left here (.run.json.tmp-*, .fold_0.tmp-*, ...)
         write_atomic(self.config_path, config.to_yaml())
-        if summary is None:
-            summary = RunRecord(
+        if record is None:
+            record = RunRecord(
                 name=config.name or self.path.name,
                 model=config.model.name,
                 fbp_version=__version__,
@@ -199,11 +95,11 @@ class RunDir:
                 train_seconds=0.0,
                 folds=[],
             )
-        summary.config = resolved
+        record.config = resolved
         if data_fingerprint:
-            summary.processed_fingerprint = data_fingerprint
-        self.write_summary(summary)  # the fingerprint is on disk before any fold starts
-        return summary
+            record.processed_fingerprint = data_fingerprint
+        self.write_record(record)  # the fingerprint is on disk before any fold starts
+        return record
 
     def lock(self, command: str = "fbp train") -> "RunLock":
         """The run directory's lock (a context manager): one writer at a time, a stale lock taken over."""
@@ -255,8 +151,8 @@ class RunDir:
 
     def uses_learned_decoder(self) -> bool:
         """Whether the run decodes with its learned decoder (``run.json`` says so); runs made before it existed do not."""
-        summary = self.read_summary() if self.summary_path.exists() else None
-        return summary is not None and summary.decoder == "learned"
+        record = self.read_record() if self.record_path.exists() else None
+        return record is not None and record.decoder == "learned"
 
     def learned_decoder(self):
         """The run's learned decoder (:class:`fbp.learned_decoder.LearnedDecoder`), or None when it has none.
@@ -278,26 +174,38 @@ class RunDir:
             return {}
         return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
 
-    def read_summary(self) -> Optional[RunRecord]:
+    def read_record(self) -> Optional[RunRecord]:
         """``run.json``, validated; None when the run has none yet."""
-        if not self.summary_path.exists():
+        if not self.record_path.exists():
             return None
-        return read_run_json(self.summary_path)
+        return read_run_json(self.record_path)
 
-    def write_summary(self, summary: RunRecord) -> None:
+    def write_record(self, record: RunRecord) -> None:
         """The one writer of ``run.json``."""
-        write_atomic(self.summary_path, json.dumps(summary.to_dict(), indent=2))
+        write_atomic(self.record_path, json.dumps(record.to_dict(), indent=2))
 
-    def finished_folds(self, summary: RunRecord) -> Dict[int, FoldRecord]:
+
+    # The names before run.json's type was called a record (fbp.compare and fbp.cli.reporting still use them).
+    @property
+    def summary_path(self) -> Path:
+        return self.record_path
+
+    def read_summary(self) -> Optional[RunRecord]:
+        return self.read_record()
+
+    def write_summary(self, record: RunRecord) -> None:
+        self.write_record(record)
+
+    def finished_folds(self, record: RunRecord) -> Dict[int, FoldRecord]:
         """Folds recorded in ``run.json`` whose checkpoint is on disk."""
         from .checkpoint import is_checkpoint
 
-        return {entry.fold: entry for entry in summary.folds if is_checkpoint(self.fold_dir(entry.fold))}
+        return {entry.fold: entry for entry in record.folds if is_checkpoint(self.fold_dir(entry.fold))}
 
     def processed_dir(self) -> Optional[Path]:
         """The processed dataset the run was trained on (``run.json``, else ``config.yaml``), if it says."""
-        summary = self.read_summary() if self.summary_path.exists() else None
-        processed = summary.processed_dir if summary is not None else None
+        record = self.read_record() if self.record_path.exists() else None
+        processed = record.processed_dir if record is not None else None
         if not processed:
             processed = (self.read_config().get("data") or {}).get("processed_dir")
         return Path(processed) if processed else None
@@ -314,10 +222,66 @@ class RunDir:
             raise TruthNotFound(f"the ground truth of run {self.path} is missing: {path} (its processed_dir)")
         return path
 
+    def processed_meta(self) -> Optional[Dict[str, Any]]:
+        """``meta.json`` of the run's processed data (folds, seed, counts; :mod:`fbp.io.processed`), or None when
+        the run does not say which data or it has no readable one."""
+        from .processed import read_processed_meta
+
+        processed = self.processed_dir() if self.config_path.exists() or self.record_path.exists() else None
+        return read_processed_meta(processed) if processed is not None else None
+
+    def last_write(self) -> float:
+        """When the run last wrote anything (``run.json``, ``config.yaml``, a Trainer state), as a time stamp (0: never)."""
+        times = []
+        for path in [self.record_path, self.config_path, *self.work_path.glob("fold_*/checkpoint-*/trainer_state.json")]:
+            try:
+                times.append(path.stat().st_mtime)
+            except OSError:
+                pass
+        return max(times, default=0.0)
+
+    def training_status(self, recorded: Optional[str] = None) -> str:
+        """``complete``; ``running`` (a live fbp command holds the run's lock, or, locked on another host, the run
+        wrote something in the last :data:`RECENT_SECONDS`); ``partial`` (finished the folds it was asked for, not
+        all of the data's); ``interrupted`` (stopped before the folds it trains were done). ``recorded``: the status
+        ``run.json`` says (read from it when not given)."""
+        if recorded is None:
+            record = self.read_record() if self.record_path.exists() else None
+            recorded = record.status if record is not None else None
+        if recorded == "complete":
+            return "complete"
+        holder = lock_holder_state(self.path)
+        if holder == "alive" or (holder == "elsewhere" and time.time() - self.last_write() < RECENT_SECONDS):
+            return "running"
+        return "partial" if recorded == "partial" else "interrupted"
+
 
 # fbp's word probabilities of the epoch a Trainer checkpoint was saved at, stored inside that checkpoint (so the
 # best epoch's out-of-fold probabilities always come from the best checkpoint, even across kills and resumes).
 CHECKPOINT_EVAL_FILE = "fbp_eval.npz"
+
+
+def checkpoint_run(checkpoint: Union[str, Path]) -> Optional[Path]:
+    """The run directory a fold checkpoint sits in (its parent, when that holds a ``run.json``), else None."""
+    parent = Path(checkpoint).parent
+    return parent if RunDir(parent).record_path.exists() else None
+
+
+def checkpoint_decoding(checkpoint: Union[str, Path]) -> Tuple[Optional[ThresholdConfig], str]:
+    """The thresholds to decode a checkpoint's predictions with, and where they come from.
+
+    A checkpoint inside a run directory takes the run's (``decoding.json``: tuned after training or by
+    ``fbp evaluate --tune``); a checkpoint on its own takes the thresholds in its ``fbp.json``.
+    None when neither says anything.
+    """
+    from .checkpoint import FBP_META_FILE, read_checkpoint_meta
+
+    run_path = checkpoint_run(checkpoint)
+    if run_path is not None and RunDir(run_path).decoding_path.exists():
+        run = RunDir(run_path)
+        return run.decoding(), str(run.decoding_path)
+    meta = read_checkpoint_meta(checkpoint)
+    return meta.decoding, str(Path(checkpoint) / FBP_META_FILE)
 
 
 def _complete_trainer_checkpoint(path: Path) -> bool:
@@ -328,6 +292,9 @@ def _complete_trainer_checkpoint(path: Path) -> bool:
     return (path / CHECKPOINT_EVAL_FILE).is_file() and any(path.glob("*.safetensors"))
 
 
+# --- the run lock (helper faults moves this block, with the process-liveness checks, to one place) -------------
+# How long after its last write a run locked on another host (whose process cannot be checked) counts as running.
+RECENT_SECONDS = 30 * 60
 LOCK_FILE = ".fbp.lock"
 
 
@@ -411,11 +378,19 @@ class RunLock:
         self.release()
 
 
-def read_run_json(path: Union[str, Path]) -> RunRecord:
-    """A ``run.json`` file, validated (FbpError when it is unreadable or not one)."""
-    path = Path(path)
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FbpError(f"cannot read {path}: {error}") from None
-    return RunRecord.from_content(content, path)
+def lock_holder_state(run_path: Path) -> Optional[str]:
+    """Who holds ``RUN/.fbp.lock``: None (nobody), ``alive`` (a running process on this host), ``dead`` (a process
+    gone, or a pid now reused), ``elsewhere`` (another host: cannot be checked from here)."""
+    import socket
+
+    from ..atomic import pid_alive, process_start
+
+    holder = RunLock(run_path).holder()
+    if holder is None:
+        return None
+    pid, host = holder.get("pid"), holder.get("host")
+    if host != socket.gethostname():
+        return "elsewhere"
+    if isinstance(pid, int) and pid_alive(pid) and holder.get("process_start") in (None, process_start(pid)):  # not a reused pid
+        return "alive"
+    return "dead"

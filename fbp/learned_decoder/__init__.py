@@ -20,12 +20,12 @@ thresholds is :mod:`fbp.post_training`'s decision. Benchmark-only diagnostics li
 from .candidates import Candidates, candidate_labels, make_candidates
 from .decoder import LearnedDecoder
 from .features import feature_names
-from .fitting import LearnedFit, essay_groups, fit_for_run, fit_learned_decoder
+from .fitting import LearnedFit, essay_groups, fit_learned_decoder
 from .selection import MAX_PER_ESSAY_GRID, THRESHOLD_GRID, ClassRule, select, suppress_overlaps, tune_rules
 from .settings import DecoderSettings
 
 __all__ = [
     "Candidates", "ClassRule", "DecoderSettings", "LearnedDecoder", "LearnedFit", "MAX_PER_ESSAY_GRID", "THRESHOLD_GRID",
-    "candidate_labels", "essay_groups", "feature_names", "fit_for_run", "fit_learned_decoder", "make_candidates",
+    "candidate_labels", "essay_groups", "feature_names", "fit_learned_decoder", "make_candidates",
     "select", "suppress_overlaps", "tune_rules",
 ]

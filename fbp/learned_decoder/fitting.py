@@ -114,17 +114,3 @@ def _reorder(frame: pd.DataFrame, essay_ids: Sequence[str]) -> pd.DataFrame:
     position = {essay_id: index for index, essay_id in enumerate(essay_ids)}
     order = np.argsort(frame["id"].map(position).to_numpy(), kind="stable")
     return frame.iloc[order].reset_index(drop=True)
-
-
-def fit_for_run(run, summary, word_probs_by_id: Mapping[str, np.ndarray], truth: pd.DataFrame, groups: Optional[Sequence[int]],
-                baseline_f1: Optional[float], settings: DecoderSettings = DecoderSettings(),
-                progress: Optional[Callable[[str], None]] = None) -> LearnedFit:
-    """Fit a run's learned decoder on its out-of-fold probabilities, save it in the run directory, and record in
-    ``summary`` (a :class:`fbp.io.run_dir.RunRecord`; the caller writes it) its cross-fitted ``cv_f1_learned`` and
-    which decoding the run uses: the learned one only when it beats ``baseline_f1`` (the thresholds' cross-fitted F1)."""
-    fit = fit_learned_decoder(word_probs_by_id, truth, groups, settings, progress)
-    summary.cv_f1_learned = round(float(fit.result.f1), 6)
-    summary.cv_per_class_learned = {name: round(f1, 6) for name, f1 in fit.result.class_f1().items()}
-    run.write_learned_decoder(fit.decoder)
-    summary.decoder = "learned" if baseline_f1 is None or fit.result.f1 > baseline_f1 else "thresholds"
-    return fit

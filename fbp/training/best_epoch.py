@@ -3,15 +3,19 @@
 The competition F1, ties broken by the lower validation loss (:func:`selection_score`); a later epoch wins only
 when its score is strictly higher (:func:`improves`). The Trainer applies this rule when it decides which
 checkpoint to keep (:data:`TRAINER_ARGUMENTS`: ``metric_for_best_model`` is the score, greater is better, and
-the Trainer compares with a strict ``>``, as :func:`improves` does); ``epoch_records``, the per-epoch table, the
-evaluator that keeps the best epoch's word probabilities and the fold summary all ask :func:`improves` and
-:func:`best_epoch`.
+the Trainer compares with a strict ``>``, as :func:`improves` does).
+
+One source of truth: the checkpoint the Trainer keeps (its ``best_global_step``) is the fold's best epoch. Its
+weights become the fold's checkpoint and its word probabilities the fold's rows of the out-of-fold file, and
+:func:`kept_evaluation` names its epoch for ``run.json`` (``fbp train``) and for a fold still training
+(``fbp compare``). :func:`improves` marks, in the per-epoch table, the epochs that were a new best when evaluated.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
+EVAL_F1 = "eval_f1"  # the competition F1 in the Trainer's log
 SELECTION_METRIC = "selection"  # the name of selection_score in the Trainer's metrics (eval_selection in its log)
 # The TrainingArguments that make the Trainer keep the epoch this rule picks.
 TRAINER_ARGUMENTS = {"metric_for_best_model": SELECTION_METRIC, "greater_is_better": True, "load_best_model_at_end": True}
@@ -31,9 +35,33 @@ def improves(score: float, best: Optional[float]) -> bool:
     return best is None or score > best
 
 
-def best_epoch(records: Sequence["EpochRecord"]) -> "EpochRecord":  # noqa: F821
-    """The best of a fold's epoch records (each marked ``saved`` by :func:`improves` when it was the new best)."""
-    saved = [record for record in records if record.saved]
-    if not saved:
-        raise ValueError("no epoch was evaluated")
-    return saved[-1]
+def metric_key(class_name: str) -> str:
+    """Name of a class's F1 in the Trainer's metrics (``f1_Concluding_Statement``)."""
+    return "f1_" + class_name.replace(" ", "_")
+
+
+def evaluations(log_history: Sequence[Any]) -> List[Dict[str, Any]]:
+    """The Trainer log's evaluation entries (one per epoch), in order."""
+    return [entry for entry in log_history if isinstance(entry, dict) and EVAL_F1 in entry and "epoch" in entry]
+
+
+def kept_evaluation(log_history: Sequence[Any], best_global_step: Optional[int]) -> Optional[Dict[str, Any]]:
+    """The evaluation of the epoch whose checkpoint the Trainer keeps: the one logged at ``best_global_step``.
+
+    Before the Trainer has recorded a best step (or in a log that lacks it), the rule applied to the evaluations
+    so far picks the same one. None when nothing was evaluated yet."""
+    scored = evaluations(log_history)
+    kept = next((entry for entry in scored if best_global_step is not None and entry.get("step") == best_global_step), None)
+    if kept is None:
+        best = None
+        for entry in scored:
+            score = float(entry.get(f"eval_{SELECTION_METRIC}", entry[EVAL_F1]))
+            if improves(score, best):
+                best, kept = score, entry
+    return kept
+
+
+def kept_epoch_number(log_history: Sequence[Any], best_global_step: Optional[int]) -> Optional[int]:
+    """The epoch number (1, 2, ...) of :func:`kept_evaluation`."""
+    kept = kept_evaluation(log_history, best_global_step)
+    return None if kept is None else int(round(float(kept["epoch"])))

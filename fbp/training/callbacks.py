@@ -11,15 +11,11 @@ from typing import Dict, List, Optional
 
 from transformers import TrainerCallback
 
-from ..io.run_dir import EpochRecord
+from ..io.run_record import EpochRecord
 from ..labels import CLASSES
-from .best_epoch import SELECTION_METRIC, improves
-from .loop import EpochCallback
+from . import EpochCallback
+from .best_epoch import SELECTION_METRIC, improves, metric_key
 
-
-def metric_key(class_name: str) -> str:
-    """Name of a class's F1 in the Trainer's metrics (``f1_Concluding_Statement``)."""
-    return "f1_" + class_name.replace(" ", "_")
 
 
 def epoch_records(log_history: List[Dict]) -> List[EpochRecord]:

@@ -14,7 +14,7 @@ import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,9 +22,10 @@ import pandas as pd
 from .. import __version__
 from ..config import Config
 from ..errors import UsageError
-from ..io.run_dir import EpochRecord, FoldRecord, RunDir, RunRecord
+from ..io.run_dir import RunDir
+from ..io.run_record import EpochRecord, FoldRecord, RunRecord
+from . import EpochCallback
 
-EpochCallback = Callable[[int, int, float], None]  # (fold, epoch, f1), after every epoch's evaluation
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class TrainingReporter:
     def fold_end(self, fold: FoldRecord, checkpoint: Path) -> None:
         """A fold finished: its best epoch is in ``checkpoint``."""
 
-    def run_end(self, summary: RunRecord) -> None:
+    def run_end(self, record: RunRecord) -> None:
         """Every requested fold is done and ``run.json`` is written."""
 
     def note(self, message: str) -> None:
@@ -143,10 +144,10 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
         if lock is not None and lock.took_over is not None:
             reporter.note(f"removed a stale lock of {run.path} left by pid {lock.took_over.get('pid')} "
                           f"({lock.took_over.get('command', 'fbp')}, since {lock.took_over.get('started', '?')}), which is no longer running")
-        summary = run.open(config, processed.fingerprint()) if state.is_main_process else None
+        record = run.open(config, processed.fingerprint()) if state.is_main_process else None
         state.wait_for_everyone()
-        summary = summary or run.read_summary() or RunRecord()
-        finished = run.finished_folds(summary)
+        record = record or run.read_record() or RunRecord()
+        finished = run.finished_folds(record)
         if state.is_main_process:
             overlap = pretraining_overlap(config.model.name, essays, folds)
             if overlap:
@@ -159,22 +160,22 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
                 if state.is_main_process:
                     reporter.fold_skipped(finished[fold])
                 continue
-            fold_summary, oof_word_probs = train_fold(config, run, essays, spans, fold, tokenizer, epoch_callback, reporter)
+            fold_record, oof_word_probs = train_fold(config, run, essays, spans, fold, tokenizer, epoch_callback, reporter)
             if state.is_main_process:
                 crash_point("fold_end")  # the fold's checkpoint is exported; its record is not written yet
-                _record_fold(run, summary, fold_summary, oof_word_probs, essays)
+                _record_fold(run, record, fold_record, oof_word_probs, essays)
                 # Only now that the fold is recorded: its Trainer checkpoints are what a kill before here resumes from.
                 run.discard_work(fold)
             state.wait_for_everyone()
         if state.is_main_process:
-            summary.train_seconds = round((summary.train_seconds or 0.0) + time.monotonic() - started, 1)
-            _finish_summary(run, summary, spans, config, essays)
-            reporter.run_end(summary)
+            record.train_seconds = round((record.train_seconds or 0.0) + time.monotonic() - started, 1)
+            _finish_record(run, record, spans, config, essays)
+            reporter.run_end(record)
         state.wait_for_everyone()
     finally:
         if lock is not None:
             lock.release()
-    return run.read_summary().to_dict()
+    return run.read_record().to_dict()
 
 
 def pretraining_overlap(model_name: str, essays: pd.DataFrame, folds: Sequence[int]) -> Optional[str]:
@@ -195,7 +196,7 @@ def pretraining_overlap(model_name: str, essays: pd.DataFrame, folds: Sequence[i
             "practice, but the CV F1 may read higher than on essays outside both; check with fbp infer + fbp evaluate on other essays")
 
 
-def _record_fold(run: RunDir, summary: RunRecord, fold_summary: FoldRecord, oof_word_probs: Dict[str, np.ndarray],
+def _record_fold(run: RunDir, record: RunRecord, fold_record: FoldRecord, oof_word_probs: Dict[str, np.ndarray],
                  essays: pd.DataFrame) -> None:
     """Merge a finished fold into the run's out-of-fold probabilities (with each essay's fold) and ``run.json``
     (in that order)."""
@@ -205,13 +206,13 @@ def _record_fold(run: RunDir, summary: RunRecord, fold_summary: FoldRecord, oof_
     # Folds of essays recorded before: from the file, or (a file written before fbp recorded folds) this training's own assignment.
     folds = {**dict(zip(essays["id"].astype(str), essays["fold"].astype(int))), **((load_folds(run.oof_path) or {}) if oof else {})}
     oof.update(oof_word_probs)
-    folds.update({essay_id: fold_summary.fold for essay_id in oof_word_probs})
+    folds.update({essay_id: fold_record.fold for essay_id in oof_word_probs})
     save_word_probs(run.oof_path, oof, {essay_id: folds[essay_id] for essay_id in oof})
-    summary.with_fold(fold_summary)
-    run.write_summary(summary)
+    record.with_fold(fold_record)
+    run.write_record(record)
 
 
-def _finish_summary(run: RunDir, summary: RunRecord, spans: pd.DataFrame, config: Config, essays: pd.DataFrame) -> None:
+def _finish_record(run: RunDir, record: RunRecord, spans: pd.DataFrame, config: Config, essays: pd.DataFrame) -> None:
     """CV F1 over all out-of-fold predictions, the post-training decoding (:mod:`fbp.post_training`); the run is
     complete once every fold of the data is."""
     from ..io.word_probs import load_folds, load_word_probs
@@ -225,25 +226,25 @@ def _finish_summary(run: RunDir, summary: RunRecord, spans: pd.DataFrame, config
         groups = cross_fit_groups(list(oof), load_folds(run.oof_path), "the out-of-fold file records no folds")
         # cv_f1: the configured thresholds, the ones every epoch was scored with.
         configured = choose_decoding(oof, truth, config.decoding, groups, tune=False, learn=False)
-        summary.cv_f1 = round(float(configured.thresholds_result.f1), 6)
-        summary.cv_per_class = {name: round(f1, 6) for name, f1 in configured.thresholds_result.class_f1().items()}
-        summary.cv_essays = len(oof)
+        record.cv_f1 = round(float(configured.thresholds_result.f1), 6)
+        record.cv_per_class = {name: round(f1, 6) for name, f1 in configured.thresholds_result.class_f1().items()}
+        record.cv_essays = len(oof)
         if config.training.tune_thresholds or config.training.learned_decoding:
             choice = choose_decoding(oof, truth, config.decoding, groups, tune=config.training.tune_thresholds,
                                      learn=config.training.learned_decoding)
-            record_in_run(run, summary, choice, learning_enabled=config.training.learned_decoding)
-        elif summary.decoder == "learned":
-            summary.decoder = "thresholds"  # turned off: a decoder fitted before is kept on disk but not used
+            record_in_run(run, record, choice, learning_enabled=config.training.learned_decoding)
+        elif record.decoder == "learned":
+            record.decoder = "thresholds"  # turned off: a decoder fitted before is kept on disk but not used
     all_folds = {int(f) for f in essays["fold"].unique()}
-    summary.status = "complete" if all_folds <= {f.fold for f in summary.folds} else "partial"
-    run.write_summary(summary)
+    record.status = "complete" if all_folds <= {f.fold for f in record.folds} else "partial"
+    run.write_record(record)
     if run.work_path.is_dir() and not any(run.work_path.iterdir()):
         run.work_path.rmdir()
 
 
 def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.DataFrame, fold: int, tokenizer,
                epoch_callback: Optional[EpochCallback], reporter: TrainingReporter):
-    """Train one fold; return its summary (every epoch's numbers) and its best epoch's validation word probabilities."""
+    """Train one fold; return its record (every epoch's numbers) and its best epoch's validation word probabilities."""
     import torch
     from transformers import DataCollatorForTokenClassification, EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -252,7 +253,7 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
     from ..io.checkpoint import CheckpointMeta, save_checkpoint
     from ..model import class_label_weights, load_model_for_training, token_classification_loss
     from ..windows import make_windows, model_features, window_metadata
-    from .best_epoch import TRAINER_ARGUMENTS, best_epoch
+    from .best_epoch import TRAINER_ARGUMENTS, kept_epoch_number
     from .callbacks import EpochHook, epoch_records
     from .tracking import start_wandb_run
     from .trainer import FoldEvaluator, WordLevelTrainer
@@ -346,7 +347,9 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
     with start_wandb_run(config, run, fold, trainer.is_world_process_zero(), reporter.note) as wandb_run:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         records = epoch_records(trainer.state.log_history)
-        best = best_epoch(records)  # the epoch the Trainer kept
+        # The one source of truth: the checkpoint the Trainer kept (its weights and its epoch's word probabilities).
+        kept = kept_epoch_number(trainer.state.log_history, trainer.state.best_global_step)
+        best = next(record for record in records if record.epoch == kept)
         if wandb_run is not None:
             wandb_run.summary.update({"best_f1": best.f1, "best_epoch": best.epoch})
 
@@ -359,11 +362,11 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
             model=config.model.name, fold=fold, run=config.name or run.path.name, fbp_version=__version__,
             decoding=run.decoding(), best_epoch=best.epoch, best_f1=best.f1,
         ))
-    fold_summary = FoldRecord(fold=fold, best_epoch=best.epoch, best_f1=best.f1,
+    fold_record = FoldRecord(fold=fold, best_epoch=best.epoch, best_f1=best.f1,
                               seconds=round(time.monotonic() - started, 1), epochs=records)
     if trainer.is_world_process_zero():
-        reporter.fold_end(fold_summary, run.fold_dir(fold))
-    return fold_summary, oof_word_probs
+        reporter.fold_end(fold_record, run.fold_dir(fold))
+    return fold_record, oof_word_probs
 
 
 def run_is_main() -> bool:

@@ -63,7 +63,7 @@ def start_wandb_run(config: Config, run, fold: int, is_main: bool, note: Callabl
 
     os.environ.setdefault("WANDB_SILENT", "true")
     run_name = config.name or run.path.name
-    summary = run.read_summary()
+    summary = run.read_record()
     created = summary.created if summary is not None else None
     run_id = hashlib.sha1(f"{run.path.resolve()}|{created}|{fold}".encode()).hexdigest()[:12]
     init_args = dict(

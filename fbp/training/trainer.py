@@ -7,7 +7,6 @@ that picks the best epoch is the competition's, not the loss.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -24,8 +23,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from ..config import ThresholdConfig
 from ..faults import crash_point
 from ..io.run_dir import CHECKPOINT_EVAL_FILE
-from .best_epoch import SELECTION_METRIC, selection_score
-from .callbacks import metric_key
+from .best_epoch import SELECTION_METRIC, metric_key, selection_score
 
 
 class ShuffledLengthGroupedSampler(LengthGroupedSampler):
@@ -136,9 +134,10 @@ class FoldEvaluator(TrainerCallback):
         ``trainer_state.json``, its last file): a checkpoint and the probabilities of its epoch go together."""
         if not self.is_main or not self.last_path.exists():
             return
-        target = Path(checkpoint_dir) / CHECKPOINT_EVAL_FILE
-        shutil.copyfile(self.last_path, target.with_name(target.name + ".partial"))
-        os.replace(target.with_name(target.name + ".partial"), target)
+        from ..atomic import atomic_file
+
+        with open(self.last_path, "rb") as source, atomic_file(Path(checkpoint_dir) / CHECKPOINT_EVAL_FILE, "wb") as target:
+            shutil.copyfileobj(source, target)
 
     def load_best_word_probs(self, best_checkpoint: Path) -> Dict[str, np.ndarray]:
         """The word probabilities of the best epoch, from its checkpoint (main process; others get nothing)."""

@@ -99,7 +99,7 @@ def ensemble_oof(
     probabilities (a run's decoder is not the blend's), both cross-fitted by the folds the members recorded. ``save_dir`` saves the weights and that decoder as an ensemble directory
     that ``fbp ensemble`` and ``fbp infer`` accept like a run.
     """
-    from .predict import expand_ensemble_dir
+    from .infer import expand_ensemble_dir
 
     if save_dir is not None and not fit_weights:
         raise UsageError("saving an ensemble directory needs fitted weights (and the blend's decoder): fit the weights too")

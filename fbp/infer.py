@@ -21,7 +21,8 @@ import numpy as np
 
 from .config import ThresholdConfig
 from .errors import FbpError, UsageError
-from .io.checkpoint import check_label_sets, checkpoint_decoding, checkpoint_run, expand_checkpoints
+from .io.checkpoint import check_label_sets, expand_checkpoints
+from .io.run_dir import checkpoint_decoding, checkpoint_run
 from .io.kaggle import SPAN_COLUMNS, EssayDir
 from .labels import NUM_LABELS
 
@@ -56,7 +57,7 @@ def resolve_members(paths: Sequence[Path]) -> List[Member]:
     return members
 
 
-def resolve_decoding(members: Sequence[Member], decoding_file: Optional[Path] = None) -> Tuple[ThresholdConfig, str]:
+def resolve_thresholds(members: Sequence[Member], decoding_file: Optional[Path] = None) -> Tuple[ThresholdConfig, str]:
     """The decoding thresholds and where they come from: ``decoding_file`` if given, else the first checkpoint's
     (its run's ``decoding.json``, where tuned thresholds land, or its own ``fbp.json``), else fbp's defaults."""
     from .config import read_decoding
@@ -80,7 +81,7 @@ def resolve_decoder(members: Sequence[Member], mode: str = "auto", decoding_file
 
     ``mode``: ``auto`` uses the learned decoder of a saved ensemble directory, or of the run every member comes from
     when that run chose it (it beat the tuned thresholds out of fold), else thresholds; ``learned`` requires one;
-    ``thresholds`` uses ``decoding_file`` or the checkpoints' thresholds (:func:`resolve_decoding`); ``argmax`` keeps
+    ``thresholds`` uses ``decoding_file`` or the checkpoints' thresholds (:func:`resolve_thresholds`); ``argmax`` keeps
     every argmax span. A run made before the learned decoder existed decodes with its thresholds, as before.
     """
     from .io.run_dir import RunDir
@@ -89,7 +90,7 @@ def resolve_decoder(members: Sequence[Member], mode: str = "auto", decoding_file
         raise UsageError(f"unknown decoding {mode!r}; choose one of {', '.join(DECODINGS)}, or give a decoding.json")
     if mode == "argmax":
         return ARGMAX, None, "argmax spans, no thresholds"
-    decoding, source = resolve_decoding(members, decoding_file)
+    decoding, source = resolve_thresholds(members, decoding_file)
     if mode == "thresholds" or decoding_file is not None:
         return decoding, None, f"thresholds from {source}"
     runs = {member.run_dir for member in members}
@@ -185,7 +186,7 @@ def decode_all(essays: EssayDir, total: WordProbSum, decoding: ThresholdConfig, 
 
 @dataclass
 class PredictionResult:
-    """What an ``infer``/``ensemble`` run produced, for the CLI's summary."""
+    """What an ``infer``/``ensemble`` run produced, for the CLI's record."""
 
     essays: int
     spans: "pd.DataFrame"  # noqa: F821
@@ -319,8 +320,8 @@ def _unfinished_run_warnings(member: Member) -> List[str]:
     if member.run_dir is None or not member.checkpoints:
         return []
     run = RunDir(member.run_dir)
-    summary = run.read_summary()
-    if summary is None or summary.status == "complete":
+    record = run.read_record()
+    if record is None or record.status == "complete":
         return []
     data = run.read_config().get("data") or {}
     total = data.get("folds")
@@ -328,4 +329,4 @@ def _unfinished_run_warnings(member: Member) -> List[str]:
         total = (read_processed_meta(run.processed_dir()) or {}).get("folds")
     used = len(member.checkpoints)
     of = f"{used} of {total} folds" if total else f"{used} fold(s)"
-    return [f"run {member.run_dir} is not finished (status {summary.status}): using {of}"]
+    return [f"run {member.run_dir} is not finished (status {record.status}): using {of}"]

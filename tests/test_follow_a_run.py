@@ -1,6 +1,5 @@
-"""A newcomer's first hour, black-box through the real ``fbp`` process: following a run from another terminal with
-``fbp compare`` while it trains, after it is interrupted and once it is complete; the whole-run ETA in the training
-output; errors that come before the heavy imports and name what is wrong."""
+"""Following a run from another terminal, black-box through the real ``fbp`` process: ``fbp compare`` while it trains,
+after Ctrl-C and once the same command finished it; the whole-run ETA in the training output; the figure to quote."""
 
 from __future__ import annotations
 
@@ -9,17 +8,18 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "NO_COLOR": "1", "COLUMNS": "200"}
+from conftest import run_fbp_process, start_fbp_process
+
+ENV = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "NO_COLOR": "1"}
 
 
-def fbp(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fbp", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV)
+def fbp(*args, timeout=300) -> subprocess.CompletedProcess:
+    return run_fbp_process(*args, env=ENV, timeout=timeout)
 
 
 def compared(*paths, tmp_path: Path) -> dict:
@@ -47,11 +47,11 @@ def followed_run(tmp_path_factory, processed_demo, tiny_model_dir):
     root = tmp_path_factory.mktemp("follow")
     runs = root / "runs"
     run_dir = runs / "demo"
-    command = [sys.executable, "-m", "fbp", "train", "--data", str(processed_demo), "--model", str(tiny_model_dir), "--max-essays", "16",
+    command = ["train", "--data", str(processed_demo), "--model", str(tiny_model_dir), "--max-essays", "16",
                "--folds", "2", "--epochs", "3", "--set", "windows.max_length=64", "--set", "windows.stride=16", "--wandb", "disabled",
                "-o", str(run_dir)]
     views = {}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    process = start_fbp_process(*command, env=ENV)
     try:
         wait_for(lambda: any(run_dir.glob(".work/fold_1/checkpoint-*/trainer_state.json")), 600, process, "fold 1's first epoch")
         os.kill(process.pid, signal.SIGSTOP)  # hold it mid-fold: fold 0 finished, fold 1 has epochs on disk
@@ -69,7 +69,7 @@ def followed_run(tmp_path_factory, processed_demo, tiny_model_dir):
             process.kill()
             process.wait()
     views["interrupted"] = compared(run_dir, tmp_path=root)
-    finished = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
+    finished = fbp(*command, timeout=600)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     views["finished_output"] = finished.stdout
     views["complete"] = compared(run_dir, tmp_path=root)
@@ -135,36 +135,6 @@ def test_the_end_of_training_names_the_figure_to_quote(followed_run):
             assert re.search(r"configured|tuned|out[- ]of[- ]fold|cross-fitted|in-sample|validation", line, re.I), line
 
 
-def test_train_without_data_fails_fast_before_heavy_imports(tmp_path):
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "fbp", "train", "-o", tmp_path / "run"],
-                            capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=120)
-    assert result.returncode == 1, result.stdout + result.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-    assert not {"torch", "transformers", "accelerate"} & imported, "torch or transformers was imported before the data check"
-    message = " ".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
-    assert "data/processed" in message
-    for pointer in ("fbp preprocess", "fbp demo-data", "fbp quickstart"):
-        assert pointer in message, message
-    assert "run directory" not in result.stdout and not (tmp_path / "run").exists(), "the run directory was announced or created"
-    assert "Traceback" not in result.stderr
-
-
-def test_missing_paths_name_the_argument(tmp_path):
-    result = fbp("infer", tmp_path / "nothing", "--input", tmp_path / "nowhere")
-    assert result.returncode in (1, 2)
-    message = " ".join(result.stderr.split())
-    assert "nothing" in message and re.search(r"CKPT_OR_RUN|checkpoint", message, re.I), message
-    (tmp_path / "ckpt").mkdir()
-    result = fbp("infer", tmp_path / "ckpt", "--input", tmp_path / "nowhere")
-    assert result.returncode in (1, 2)
-    message = " ".join(result.stderr.split())
-    assert "nowhere" in message and "--input" in message, message
-    result = fbp("train", "--data", tmp_path / "nowhere", "-o", tmp_path / "run")
-    assert result.returncode in (1, 2)
-    message = " ".join(result.stderr.split())
-    assert "nowhere" in message and "--data" in message, message
-
-
 def test_compare_table_reads_well(followed_run):
     text = followed_run["complete"]["text"]
     lines = text.splitlines()
@@ -190,83 +160,3 @@ def test_evaluate_on_a_run_says_what_its_f1_is(followed_run, tmp_path):
     assert re.search(r"the figure to quote for this run is cv_f1_\w+ = \d\.\d{4}", output), output
 
 
-def test_preprocess_output_starts_with_its_summary(demo_corpus, tmp_path):
-    result = fbp("preprocess", demo_corpus, "-o", tmp_path / "processed", "--folds", "2")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("wrote "), repr(result.stdout[:80])
-
-
-def test_quickstart_prints_each_command_whole_and_wrapped():
-    from fbp.cli.quickstart import command_lines, quickstart_commands
-
-    for arguments in quickstart_commands(Path("quickstart"), 120, 2, 4, "disabled"):
-        lines = command_lines(arguments, width=60)
-        assert all(len(line) <= 60 for line in lines), lines
-        assert all(line.endswith(" \\") for line in lines[:-1]) and not lines[-1].endswith("\\")
-        joined = " ".join(line.rstrip("\\").strip() for line in lines)
-        assert joined == "$ fbp " + " ".join(arguments)  # nothing cut, nothing added
-        assert not any(line.lstrip().startswith(("training.", "windows.", "model.")) for line in lines[1:])  # --set stays with its value
-
-
-def test_whole_run_estimate_counts_every_fold_and_epoch_with_evaluation():
-    from fbp.training.eta import RunClock
-
-    now = [0.0]
-    clock = RunClock(folds=[0, 1, 2], epochs=2, finished_folds=[0], now=lambda: now[0])
-    assert clock.epochs_total == 6 and clock.epochs_done == 2  # a finished fold counts as done
-    clock.fold_begin(1, steps_per_epoch=10, eval_batches=4, windows_per_step=4, windows_per_eval_batch=12)
-    assert clock.estimate().remaining is None  # nothing timed yet
-    for _ in range(11):
-        now[0] += 1.0
-        clock.step()
-    # 1 s a step; an evaluation batch guessed at a third of a step per window (12 windows vs 4): 1 s
-    remaining = clock.estimate().remaining
-    assert remaining == pytest.approx(4 + 3 * (10 + 4))  # this epoch's evaluation, then 3 more epochs
-    clock.evaluation_begin()
-    now[0] += 8.0  # evaluation measured: 2 s a batch
-    clock.evaluation_end()
-    clock.epoch_end()
-    assert clock.estimate().epochs_done == 3
-    assert clock.estimate().remaining == pytest.approx(3 * (10 + 8))
-    assert clock.estimate().elapsed == pytest.approx(19.0)
-
-
-def test_train_help_defaults_are_the_configs():
-    from typer.testing import CliRunner
-
-    from fbp.cli import app
-    from fbp.config import Config
-
-    text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "250", "NO_COLOR": "1"}).output.split())
-    defaults = Config()
-    for flag, value in (("--epochs", defaults.training.epochs), ("--model", defaults.model.name),
-                        ("--data", defaults.data.processed_dir), ("--wandb", defaults.tracking.wandb)):
-        row = text.split("Options", 1)[1].split(f"│ {flag} ", 1)[1].split("│", 1)[0]
-        assert f"[default: {value}]" in row, (flag, row)
-
-
-def test_a_very_long_run_on_a_cpu_says_so_once_with_the_way_out():
-    import io
-
-    from rich.console import Console
-
-    from fbp.cli.reporting import ConsoleTrainingReporter
-    from fbp.training.eta import RunClock
-    from fbp.training.loop import RunPlan
-
-    out = io.StringIO()
-    reporter = ConsoleTrainingReporter(Console(file=out, width=200))
-    reporter.run_begin(Path("runs/big"), RunPlan(folds=[0, 1, 2, 3, 4], epochs=20, finished=[], device="cpu"))
-    assert "run directory: runs/big" in out.getvalue()
-    now = [0.0]
-    reporter.clock = RunClock([0, 1, 2, 3, 4], 20, now=lambda: now[0])
-    reporter.clock.fold_begin(0, steps_per_epoch=2000, eval_batches=100)
-    for _ in range(4):
-        now[0] += 2.0  # 2 s a step: 5 folds x 20 epochs x 2000 steps is days
-        reporter.clock.step()
-        reporter.steps_timed()
-    note = " ".join(out.getvalue().split())
-    assert note.count("note:") == 1 and "on this CPU" in note
-    for way_out in ("--max-essays", "--fold 0", "--epochs", "GPU"):
-        assert way_out in note, note
-    assert re.search(r"about [\d.]+ days", note), note

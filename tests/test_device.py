@@ -1,0 +1,74 @@
+"""Where a model runs and in which precision (fbp.device): a GPU when there is one, an error (never a silent
+fallback) for one asked for that is not there, and precision chosen for the device."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from fbp import device as fbp_device
+from fbp.errors import UsageError
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Pretend to be a machine with or without a CUDA GPU (and with or without bf16 on it)."""
+
+    def pretend(gpu: bool, bf16: bool = True) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+
+    return pretend
+
+
+@pytest.mark.parametrize("gpu, requested, expected", [
+    (True, None, "cuda"), (False, None, "cpu"), (True, "", "cuda"),
+    (True, "cpu", "cpu"), (False, "cpu", "cpu"), (True, "cuda:1", "cuda:1"),
+])
+def test_the_device_is_the_gpu_when_there_is_one_unless_another_is_asked_for(machine, gpu, requested, expected):
+    machine(gpu)
+    assert fbp_device.resolve_device(requested) == expected
+
+
+@pytest.mark.parametrize("requested, words", [
+    ("cuda", ["no CUDA GPU", "use cpu"]), ("cuda:0", ["cuda:0", "no CUDA GPU"]), ("gpu", ["unknown device", "cuda:N"]), ("cuda:x", ["unknown device"]),
+])
+def test_a_device_that_is_not_there_is_a_usage_error_not_a_fallback(machine, requested, words):
+    machine(False)
+    with pytest.raises(UsageError) as raised:
+        fbp_device.resolve_device(requested)
+    assert all(word in str(raised.value) for word in words), str(raised.value)
+    assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize("gpu, bf16, requested, device, expected", [
+    (False, True, "auto", None, "fp32"),  # a CPU: fp32 is the fastest there
+    (True, True, "auto", None, "bf16"),
+    (True, False, "auto", None, "fp16"),  # a GPU without bf16
+    (True, True, "auto", "cpu", "fp32"),  # a GPU machine asked to run on its CPU
+    (True, True, "fp16", "cuda", "fp16"),
+    (True, True, "fp32", "cuda", "fp32"),
+])
+def test_precision_follows_the_device(machine, gpu, bf16, requested, device, expected):
+    machine(gpu, bf16)
+    assert fbp_device.resolve_precision(requested, device) == expected
+
+
+@pytest.mark.parametrize("requested, words", [("bf16", ["needs a GPU", "fp32"]), ("fp16", ["needs a GPU"]), ("half", ["unknown precision", "auto, bf16, fp16, fp32"])])
+def test_a_precision_the_device_cannot_do_is_a_usage_error(machine, requested, words):
+    machine(False)
+    with pytest.raises(UsageError) as raised:
+        fbp_device.resolve_precision(requested, "cpu")
+    assert all(word in str(raised.value) for word in words), str(raised.value)
+
+
+def test_inference_autocasts_only_below_fp32(machine):
+    machine(False)
+    assert isinstance(fbp_device.autocast("cpu"), contextlib.nullcontext)  # fp32 on a CPU: no autocast at all
+    machine(True, bf16=True)
+    cast = fbp_device.autocast("cuda")
+    assert isinstance(cast, torch.autocast) and cast.fast_dtype == torch.bfloat16
+    machine(True, bf16=False)
+    assert fbp_device.autocast("cuda").fast_dtype == torch.float16
