@@ -211,3 +211,16 @@ def test_a_failure_after_the_lock_leaves_no_work_folder(ws, cli, tmp_path):
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     assert not (ws / "model.pretrain-work").exists() and snapshot(ws) == before
+
+
+def test_a_second_pretrain_into_the_same_output_is_refused_while_one_runs(ws, cli):
+    from fbp.io.run_dir import RunLock
+
+    lock = RunLock(ws / "model.pretrain-work", command="fbp pretrain").acquire()  # held by a live process (this one)
+    try:
+        result = cli("pretrain", "--data", "proc", "-m", "tiny", "-o", "model", "--max-steps", "1", *TINY, cwd=ws)
+    finally:
+        lock.release()
+    assert result.exit_code == 1, result.output
+    assert "in use by another fbp pretrain" in result.output and "Traceback" not in result.output
+    assert not (ws / "model").exists()
