@@ -58,7 +58,8 @@ def cost(args) -> None:
 
     from fbp.config import PretrainConfig, load_config
     from fbp.model import load_tokenizer, resolve_model_name
-    from fbp.pretrain import _masked_lm_trainer, gather_text, make_blocks, pretrain
+    from fbp.pretrain import gather_text, make_blocks, pretrain
+    from fbp.pretrain.trainer import masked_lm_trainer
 
     processed = processed_dir(args.work)
     print(f"config: MiniLM (packaged), blocks of 512 tokens, batch 8, whole-word masking 15%, {args.steps} steps per size; "
@@ -99,7 +100,7 @@ def cost(args) -> None:
     size = args.head_batch
     batches = [collator(blocks[i : i + size]) for i in range(0, size * args.head_steps, size)]
     with tempfile.TemporaryDirectory(dir=args.work) as scratch:
-        trainer = _masked_lm_trainer()(model=model, args=TrainingArguments(output_dir=scratch, use_cpu=True, report_to=[]))
+        trainer = masked_lm_trainer()(model=model, args=TrainingArguments(output_dir=scratch, use_cpu=True, report_to=[]))
     times = {"stock forward": [], "masked tokens only": []}
     for batch in batches:
         for name in times:
