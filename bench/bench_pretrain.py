@@ -173,7 +173,12 @@ def compare(args) -> None:
 
     if not args.heldout:
         return
-    seen = set(probs[0]) | set(probs[1]) | (set(meta.essays) if meta is not None else set())
+    from fbp.config import load_config
+    from fbp.training.loop import select_essays
+
+    # Every essay of either run (trained on or validated), and the pretraining text.
+    seen = set().union(*(set(select_essays(load_config(run / "config.yaml"))[0]["id"]) for run in runs))
+    seen |= set(meta.essays) if meta is not None else set()
     unseen = sorted(path for path in (SHARED / "train").glob("*.txt") if path.stem not in seen)
     heldout = sorted(random.Random(0).sample(unseen, min(args.heldout, len(unseen))))
     truth = pd.read_csv(SHARED / "train.csv", dtype=str).rename(columns={"discourse_type": "class"})
