@@ -47,6 +47,16 @@ VARIANTS = {
     "15 leaves": dict(num_leaves=15),
 }
 
+# The stronger second stage (issue 19), compared with --second-stage: each alone, then together, each cross-fitted
+# by fold and averaged over --seeds LightGBM seeds.
+SECOND_STAGE = {
+    "rare classes: levels 0.02, 0.05 too": dict(rare_levels=(0.02, 0.05)),
+    "sub-span candidates (65%)": dict(sub_span=0.65),
+    "short Counterclaim/Rebuttal stretched by 2 words": dict(stretch=2),
+    "neighbourhood and essay-order features": dict(context_features=True),
+    "all four": dict(rare_levels=(0.02, 0.05), sub_span=0.65, stretch=2, context_features=True),
+}
+
 
 def run_folds(run_dir: Path, essay_ids) -> np.ndarray:
     """The fold each out-of-fold essay was validated in, as the run's training selected them."""
@@ -87,6 +97,27 @@ def table_row(name: str, result, classes) -> str:
     return f"| {name} | {result.f1:.4f} | {' | '.join(f'{per_class.get(c, 0.0):.3f}' for c in classes)} |"
 
 
+def second_stage(oof, truth, folds, settings, seeds: int) -> None:
+    """Each SECOND_STAGE variant against the defaults, cross-fitted by fold, mean of ``seeds`` LightGBM seeds."""
+    from fbp.labels import CLASSES
+    from fbp.learned_decoder import fit_learned_decoder
+
+    print(f"\n| variant (cross-fitted by fold, mean of {seeds} seeds) | macro F1 | vs defaults | seeds | fit s | {' | '.join(CLASSES)} |"
+          f"\n|---|---:|---:|---|---:|{'---:|' * len(CLASSES)}")
+    baseline = None
+    for name, change in {"defaults": {}, **SECOND_STAGE}.items():
+        results, started = [], time.perf_counter()
+        for seed in range(seeds):
+            results.append(fit_learned_decoder(oof, truth, folds, replace(settings, seed=seed, **change)).result)
+        seconds = (time.perf_counter() - started) / seeds
+        f1 = float(np.mean([r.f1 for r in results]))
+        baseline = f1 if baseline is None else baseline
+        per_class = {c: np.mean([r.class_f1().get(c, 0.0) for r in results]) for c in CLASSES}
+        print(f"| {name} | {f1:.4f} | {'' if name == 'defaults' else f'{f1 - baseline:+.4f}'} | {', '.join(f'{r.f1:.4f}' for r in results)} | "
+              f"{seconds:.1f} | {' | '.join(f'{per_class[c]:.3f}' for c in CLASSES)} |", flush=True)
+    print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
@@ -94,6 +125,7 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="also cross-fit each setting variant in VARIANTS")
     parser.add_argument("--scale", type=int, default=0, help="fit time on this many essays resampled from the run's (0: skip)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="decoder settings (e.g. rounds=100)")
+    parser.add_argument("--second-stage", action="store_true", help="only the SECOND_STAGE variants against the defaults (mean of --seeds seeds each), then stop")
     parser.add_argument("--seeds", type=int, default=1, help="also fit the learned decoder with seeds 1..N-1 and report the mean and spread (its run-to-run noise)")
     args = parser.parse_args()
 
@@ -121,6 +153,10 @@ def main() -> None:
           f"cross-fitted by the run's {len(np.unique(folds))} folds; python {platform.python_version()}, {os.cpu_count()} cores")
     print(f"decoder settings: {settings.to_dict()}")
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    if args.second_stage:
+        second_stage(oof, truth, folds, settings, max(1, args.seeds))
+        return
 
     signal = class_signal(oof, truth)
     print("\nclass signal: word-level ROC AUC of the class's B + I probability against the truth")

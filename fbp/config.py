@@ -302,10 +302,10 @@ def _closest_key(wanted: str, allowed: List[str]) -> Optional[str]:
     return close[0] if close else None
 
 
-def _describe(error: Dict[str, Any], tree: Dict[str, Any]) -> str:
+def _describe(error: Dict[str, Any], tree: Dict[str, Any], schema: Any = None) -> str:
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        section = Config
+        section = schema or Config
         for part in error["loc"][:-1]:
             field = section.model_fields.get(str(part))
             section = field.annotation if field is not None and isinstance(field.annotation, type) else None
@@ -326,20 +326,23 @@ def _describe(error: Dict[str, Any], tree: Dict[str, Any]) -> str:
 MAX_PROBLEMS_SHOWN = 10
 
 
-def validate_config(tree: Dict[str, Any], source: str = "config") -> Config:
-    """Validate a raw config tree, turning pydantic errors into one clear :class:`UsageError`."""
+def validate_config(tree: Dict[str, Any], source: str = "config", schema: Any = None) -> Any:
+    """Validate a raw config tree (against ``schema``, default :class:`Config`), turning pydantic errors into one
+    clear :class:`UsageError`."""
+    schema = schema or Config
     try:
-        return Config.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as error:
         problems = error.errors()
-        lines = [_describe(e, tree) for e in problems[:MAX_PROBLEMS_SHOWN]]
+        lines = [_describe(e, tree, schema) for e in problems[:MAX_PROBLEMS_SHOWN]]
         if len(problems) > MAX_PROBLEMS_SHOWN:
             lines.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN:,} more problems")
         raise UsageError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
 
 
-def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dict[str, Any]] = None) -> Config:
-    """Load a YAML config (or the defaults), apply dotted-key ``overrides``, validate.
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dict[str, Any]] = None, schema: Any = None) -> Any:
+    """Load a YAML config (or the defaults), apply dotted-key ``overrides``, validate (against ``schema``: default
+    :class:`Config`, ``fbp pretrain`` gives :class:`PretrainConfig`).
 
     A None override sets the key to None (``--set model.hidden_dropout=null`` keeps the model's own dropout); leave
     out the keys that were not given.
@@ -362,4 +365,49 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dic
             raise UsageError(f"{config_path} must hold a mapping of sections, got {type(tree).__name__}")
     for key, value in (overrides or {}).items():
         set_dotted(tree, key, value)
-    return validate_config(tree, source)
+    return validate_config(tree, source, schema)
+
+
+# --- fbp pretrain ------------------------------------------------------------------------------------------------
+
+class PretrainDataConfig(Section):
+    processed_dir: Optional[Path] = Field(Path("data/processed"), description="Processed essays whose text is read (`fbp preprocess`); null: none, only text_dirs.")
+    text_dirs: List[Path] = Field(default_factory=list, description="Folders of *.txt essays read as well (e.g. the Kaggle test essays).")
+    max_essays: Optional[int] = Field(None, ge=1, description="Only this many processed essays: the fixed random subset `fbp train --max-essays N` picks with the same seed.")
+
+
+class PretrainModelConfig(Section):
+    name: str = Field("minilm", description="The encoder to adapt: `minilm` (packaged), a hub name or a local path.")
+
+
+class PretrainSettings(Section):
+    epochs: float = Field(3.0, gt=0, description="Passes over the text.")
+    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps (a budget); overrides epochs.")
+    max_length: int = Field(512, ge=16, description="Tokens per block: the essays' tokens, concatenated, cut into blocks of this length.")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of the words masked.")
+    whole_word_mask: bool = Field(True, description="Mask every sub-token of a chosen word (otherwise single sub-tokens).")
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.06, ge=0, lt=1, description="Fraction of the steps spent warming up.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    batch_size: int = Field(8, ge=1, description="Blocks per device per step.")
+    gradient_accumulation: int = Field(1, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU.")
+    hidden_dropout: Optional[float] = Field(None, ge=0, lt=1, description="Override the model's hidden dropout while pretraining (None keeps it; 0 is ~2x faster on a CPU). The saved model keeps its own.")
+    attention_dropout: Optional[float] = Field(None, ge=0, lt=1, description="Override the model's attention dropout while pretraining (None keeps it).")
+    eval_fraction: float = Field(0.05, ge=0, lt=0.5, description="Share of the blocks held out for the masked-LM loss (perplexity) at the end; 0: none.")
+    save_steps: int = Field(200, ge=1, description="A resumable checkpoint every this many steps (and at the end of each epoch).")
+    seed: int = 42
+
+
+class PretrainConfig(Section):
+    """`fbp pretrain`'s whole configuration (configs/pretrain.yaml)."""
+
+    name: Optional[str] = Field(None, description="Name of the pretraining (wandb; defaults to the output directory's name).")
+    data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
+    model: PretrainModelConfig = Field(default_factory=PretrainModelConfig)
+    pretrain: PretrainSettings = Field(default_factory=PretrainSettings)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

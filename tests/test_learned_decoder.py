@@ -392,3 +392,52 @@ def test_a_run_made_before_a_setting_existed_resumes_when_the_setting_is_at_its_
     assert config_differences(older, current) == []
     current["training"]["begin_weight"] = 2.0
     assert config_differences(older, current) == ["training.begin_weight: 1.0 -> 2.0"]
+
+
+SECOND_STAGE = {
+    "rare levels": dict(rare_levels=(0.02, 0.05)),
+    "sub-spans": dict(sub_span=0.65),
+    "stretched rare spans": dict(stretch=2),
+    "context features": dict(context_features=True),
+}
+
+
+@pytest.mark.parametrize("change", SECOND_STAGE.values(), ids=list(SECOND_STAGE))
+def test_second_stage_options_fit_save_and_reload(essays, tmp_path, change):
+    """Each option of the stronger second stage makes its candidates and features, fits, and a saved decoder
+    decodes exactly as the fitted one."""
+    from dataclasses import replace
+
+    from fbp.learned_decoder import feature_names, make_candidates
+
+    probs, truth = essays
+    settings = replace(FAST, **change)
+    candidates = make_candidates(probs, settings)
+    assert candidates.features.shape[1] == len(feature_names(settings)) > len(feature_names(FAST)) - (1 if "rare_levels" in change else 0)
+    assert (candidates.end > candidates.start).all()
+    assert not np.isnan(candidates.features[:, list(candidates.feature_names).index("mean")]).any()
+    base = make_candidates(probs, FAST)
+    if "rare_levels" in change or "sub_span" in change or "stretch" in change:
+        assert len(candidates) > len(base)  # more candidates than the defaults give
+    if "rare_levels" in change:
+        rare_bits = sum(1 << (1 + index) for index, level in enumerate(settings.all_levels()) if level not in settings.levels)
+        extra = candidates.subset(((candidates.source & rare_bits) > 0) & ((candidates.source & ~rare_bits) == 0))
+        rare = {CLASSES.index(name) for name in settings.rare_classes}
+        assert len(extra) and set(extra.class_code.tolist()) <= rare  # the low levels cut the rare classes only
+    fit = fit_learned_decoder(probs, truth, np.arange(len(probs)) % 3, settings)
+    assert 0 < fit.result.f1 <= 1
+    loaded = load_decoder(save_decoder(fit.decoder, decoder_path(tmp_path)))
+    assert loaded.settings == settings
+    pd.testing.assert_frame_equal(loaded.decode(probs), fit.decoder.decode(probs))
+
+
+def test_a_decoder_saved_before_the_second_stage_settings_loads_as_fitted(fitted, essays, tmp_path):
+    """A decoder file without the newer settings (rare_levels, sub_span, stretch, context_features) reads them as
+    off, so its features match and it decodes as before."""
+    probs, _ = essays
+    path = save_decoder(fitted.decoder, decoder_path(tmp_path))
+    stored = json.loads(path.read_text())
+    for name in ("rare_levels", "rare_classes", "sub_span", "stretch", "context_features"):
+        stored["settings"].pop(name)
+    path.write_text(json.dumps(stored))
+    pd.testing.assert_frame_equal(load_decoder(path).decode(probs), fitted.decoder.decode(probs))

@@ -4,6 +4,7 @@ from ._app import app, main  # noqa: F401
 
 # One import per command module (each registers itself on the app).
 from . import train  # noqa: F401
+from . import pretrain  # noqa: F401
 from . import preprocess  # noqa: F401
 from . import compare  # noqa: F401
 from . import demo_data  # noqa: F401

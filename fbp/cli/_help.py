@@ -28,7 +28,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 COMMAND_PANELS: Dict[str, List[str]] = {
     "Get started": ["quickstart", "demo-data"],
     "The lifecycle": ["preprocess", "train", "evaluate", "infer", "ensemble", "export"],
-    "Experiments": ["compare", "tune"],
+    "Experiments": ["compare", "tune", "pretrain"],
 }
 COMMAND_ORDER = [name for names in COMMAND_PANELS.values() for name in names]
 PANEL_OF = {name: panel for panel, names in COMMAND_PANELS.items() for name in names}

@@ -99,8 +99,15 @@ def _chunk_candidates(chunk: _Chunk, essay_ids: Sequence[str], settings: Decoder
     new_begin = (chunk.begin > chunk.inside).ravel()  # class-major: position c * n_words + word
     first_word = np.tile(chunk.essay_start, N_CLASSES)
     flat_prob = chunk.class_prob.ravel()
-    for level_index, level in enumerate(settings.levels):
+    rare_rows = np.zeros(N_CLASSES * n_words, bool)
+    for name in settings.rare_classes:
+        if name in CLASSES:
+            code = CLASSES.index(name)
+            rare_rows[code * n_words : (code + 1) * n_words] = True
+    for level_index, level in enumerate(settings.all_levels()):
         high = flat_prob >= level
+        if level not in settings.levels:  # a level of the rare classes only
+            high &= rare_rows
         previous = np.zeros_like(high)
         previous[1:] = high[:-1]
         previous &= ~first_word
@@ -116,6 +123,9 @@ def _chunk_candidates(chunk: _Chunk, essay_ids: Sequence[str], settings: Decoder
             sources.append(np.full(len(begin_at), 1 << (1 + level_index), np.int64))
 
     class_code, start, end, source = (np.concatenate(parts).astype(np.int64) for parts in (classes, starts, ends, sources))
+    extra = _derived_candidates(class_code, start, end, source, offsets, settings)
+    if extra is not None:
+        class_code, start, end, source = (np.concatenate([a, b]) for a, b in zip((class_code, start, end, source), extra))
     # One entry per distinct (class, start, end), its sources combined.
     order = np.lexsort((end, start, class_code))
     class_code, start, end, source = class_code[order], start[order], end[order], source[order]
@@ -135,6 +145,33 @@ def _chunk_candidates(chunk: _Chunk, essay_ids: Sequence[str], settings: Decoder
     keep = np.zeros(len(order), bool)
     keep[order[rank < settings.max_candidates]] = True
     return class_code[keep], start[keep], end[keep], source[keep]
+
+
+SHORT_SPAN = 12  # rare-class candidates shorter than this are stretched (settings.stretch)
+
+
+def _derived_candidates(class_code, start, end, source, offsets, settings: DecoderSettings):
+    """Candidates made from the level candidates: their first and last ``sub_span`` share (1st place's sub-span
+    candidates), and the rare classes' short ones stretched by ``stretch`` words at both ends (2nd/12th place)."""
+    bits = len(settings.all_levels())
+    parts = []
+    from_levels = (source & ~ARGMAX_SOURCE) > 0
+    if settings.sub_span > 0:
+        length = end - start
+        take = from_levels & (length >= 5)
+        keep = np.maximum(np.ceil(length[take] * settings.sub_span).astype(np.int64), 1)
+        code, first, last = class_code[take], start[take], end[take]
+        parts.append((np.concatenate([code, code]), np.concatenate([first, last - keep]), np.concatenate([first + keep, last]),
+                      np.full(2 * len(code), 1 << (1 + bits), np.int64)))
+    if settings.stretch > 0:
+        rare = np.isin(class_code, [CLASSES.index(name) for name in settings.rare_classes if name in CLASSES])
+        take = rare & ((end - start) < SHORT_SPAN)
+        essay = np.searchsorted(offsets, start[take], side="right") - 1
+        parts.append((class_code[take], np.maximum(start[take] - settings.stretch, offsets[essay]),
+                      np.minimum(end[take] + settings.stretch, offsets[essay + 1]), np.full(int(take.sum()), 1 << (2 + bits), np.int64)))
+    if not parts:
+        return None
+    return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 def make_candidates(word_probs_by_id: Mapping[str, np.ndarray], settings: DecoderSettings, chunk_words: int = CHUNK_WORDS) -> Candidates:

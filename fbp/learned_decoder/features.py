@@ -32,7 +32,22 @@ def feature_names(settings: DecoderSettings) -> Tuple[str, ...]:
         "is_argmax", "n_levels", "lowest_level",
         "rank_in_class", "candidates_in_class", "mean_minus_class_best", "essay_class_max", "essay_class_mass",
     ]
+    if settings.sub_span > 0:
+        names.append("is_sub_span")
+    if settings.stretch > 0:
+        names.append("is_stretched")
+    if settings.context_features:
+        names += list(CONTEXT_FEATURES)
     return tuple(names)
+
+
+# Neighbourhood and essay-order features (settings.context_features), after the 1st place's second stage.
+CONTEXT_FEATURES = (
+    "other_max", "p_before3", "p_after3",
+    "mean_before_half", "mean_before_full", "mean_after_half", "mean_after_full",
+    "ratio_before_half", "ratio_before_full", "ratio_after_half", "ratio_after_full",
+    "spans_before", "spans_after", "order_in_class", "order_in_class_from_end",
+)
 
 
 def chunk_features(chunk, class_code: np.ndarray, start: np.ndarray, end: np.ndarray, source: np.ndarray,
@@ -84,7 +99,8 @@ def chunk_features(chunk, class_code: np.ndarray, start: np.ndarray, end: np.nda
     others[np.arange(n), class_code] = -1.0
     best_other = others.max(axis=1)
 
-    levels_hit = (source[:, None] >> (1 + np.arange(len(settings.levels)))) & 1
+    n_levels_all = len(settings.all_levels())
+    levels_hit = (source[:, None] >> (1 + np.arange(n_levels_all))) & 1
     n_levels = levels_hit.sum(axis=1)
     lowest_level = np.where(n_levels > 0, np.argmax(levels_hit, axis=1), -1)
 
@@ -113,7 +129,66 @@ def chunk_features(chunk, class_code: np.ndarray, start: np.ndarray, end: np.nda
         (source & ARGMAX_SOURCE) > 0, n_levels, lowest_level,
         rank, group_sizes[group_index], mean - group_best[group_index], essay_max[class_code, essay], essay_mass[class_code, essay],
     ]
+    if settings.sub_span > 0:
+        columns.append((source >> (1 + n_levels_all)) & 1)
+    if settings.stretch > 0:
+        columns.append((source >> (2 + n_levels_all)) & 1)
+    if settings.context_features:
+        columns += _context_columns(chunk, class_code, start, end, essay, essay_first, essay_end, length, mean, cum_grouped, row, group)
     features = np.empty((n, len(columns)), np.float32)
     for index, values in enumerate(columns):
         features[:, index] = values
     return features
+
+
+def _context_columns(chunk, class_code, start, end, essay, essay_first, essay_end, length, mean, cum_grouped, row, group):
+    """The columns of :data:`CONTEXT_FEATURES`."""
+    n_words, n = chunk.n_words, len(start)
+    class_prob = chunk.class_prob
+    nan = np.float64("nan")
+
+    # The highest probability of any other class over the span's words: top two classes per word.
+    if n_words:
+        top_two = np.sort(class_prob, axis=0)[-2:]  # (2, n_words): second best, best
+        best_class = class_prob.argmax(axis=0)
+        other_best = np.where(best_class[None, :] == np.arange(N_CLASSES)[:, None], top_two[0][None, :], top_two[1][None, :])
+    else:
+        other_best = np.zeros((N_CLASSES, 0), np.float32)
+    other_padded = np.append(other_best.astype(np.float32).ravel(), np.float32(0))
+    other_max = range_reduce(np.maximum, other_padded, class_code * n_words + start, class_code * n_words + end)
+
+    def window_mean(lo, hi):
+        """Mean class probability over [lo, hi) clipped to the essay; nan where empty."""
+        lo, hi = np.clip(lo, essay_first, essay_end), np.clip(hi, essay_first, essay_end)
+        size = hi - lo
+        return np.where(size > 0, range_sum(cum_grouped, row, lo, hi) / np.maximum(size, 1), nan)
+
+    half = np.maximum(length.astype(np.int64) // 2, 1)
+    full = length.astype(np.int64)
+    before_half, before_full = window_mean(start - half, start), window_mean(start - full, start)
+    after_half, after_full = window_mean(end, end + half), window_mean(end, end + full)
+
+    def ratio(window):
+        return np.where(np.isnan(window), nan, mean / np.maximum(window, 1e-3))
+
+    # Order in the essay: argmax spans (any class) starting before and after the candidate, and the candidate's
+    # order among its class's candidates by position (the Lead first, the Concluding Statement last).
+    labels = chunk.probs.argmax(axis=1) if n_words else np.zeros(0, np.int64)
+    word_class = chunk.word_class
+    previous = np.empty_like(word_class)
+    if n_words:
+        previous[0], previous[1:] = -1, word_class[:-1]
+    span_start = (word_class >= 0) & ((word_class != previous) | (labels % 2 == 1) | chunk.essay_start)
+    cum_starts = np.concatenate([[0], np.cumsum(span_start)])
+    spans_before = cum_starts[start] - cum_starts[essay_first]
+    spans_after = cum_starts[essay_end] - cum_starts[end]
+    order = np.lexsort((start, group))
+    in_class = np.empty(n, np.int64)
+    in_class[order] = rank_in_groups(group[order])
+    _, group_index, group_sizes = np.unique(group, return_inverse=True, return_counts=True)
+    from_end = group_sizes[group_index] - 1 - in_class
+
+    return [other_max, window_mean(start - 3, start), window_mean(end, end + 3),
+            before_half, before_full, after_half, after_full,
+            ratio(before_half), ratio(before_full), ratio(after_half), ratio(after_full),
+            spans_before, spans_after, in_class, from_end]

@@ -25,15 +25,33 @@ class DecoderSettings:
     bagging_fraction: float = 0.8
     seed: int = 0
     threads: int = 1  # LightGBM threads; 0: all cores (OpenMP threads spin badly on a busy machine, so 1 by default)
+    # The second stage after the Kaggle winners (bench/RESULTS.md, "A stronger second stage"); each off here unless it gained.
+    rare_levels: Tuple[float, ...] = ()  # extra, lower levels for the rare classes only (1st place: 0.015-0.02 against 0.05)
+    rare_classes: Tuple[str, ...] = ("Counterclaim", "Rebuttal")
+    sub_span: float = 0.0  # > 0: the first and the last this share of each level candidate (5+ words) become candidates too
+    stretch: int = 0  # > 0: each rare-class candidate shorter than 12 words also stretched by this many words at both ends
+    context_features: bool = False  # neighbourhood features: windows before/after at half and full length, ratios, other classes' max, order in the essay
+
+    def all_levels(self) -> Tuple[float, ...]:
+        """Every level candidates are cut at, ascending (the rare classes' own ones included)."""
+        return tuple(sorted(set(self.levels) | set(self.rare_levels)))
 
     def to_dict(self) -> Dict[str, object]:
         values = asdict(self)
         values["levels"] = list(self.levels)
+        values["rare_levels"] = list(self.rare_levels)
+        values["rare_classes"] = list(self.rare_classes)
         return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> "DecoderSettings":
-        known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
-        if "levels" in known:
-            known["levels"] = tuple(float(level) for level in known["levels"])
+        # A decoder saved before a setting existed was fitted without it: the setting's "off" value, not its default.
+        known = {**LEGACY_VALUES, **{name: values[name] for name in cls.__dataclass_fields__ if name in values}}
+        for name in ("levels", "rare_levels"):
+            known[name] = tuple(float(level) for level in known.get(name, getattr(cls, name)))
+        known["rare_classes"] = tuple(str(name) for name in known.get("rare_classes", cls.rare_classes))
         return cls(**known)
+
+
+# Settings added after decoders were first saved, with the value that reproduces a decoder saved without them.
+LEGACY_VALUES: Dict[str, object] = {"rare_levels": (), "sub_span": 0.0, "stretch": 0, "context_features": False}

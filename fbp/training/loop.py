@@ -149,6 +149,9 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
         record = record or run.read_record() or RunRecord()
         finished = run.finished_folds(record)
         if state.is_main_process:
+            overlap = pretraining_overlap(config.model.name, essays, folds)
+            if overlap:
+                reporter.note(overlap)
             reporter.run_begin(run.path, RunPlan(folds=list(folds), epochs=config.training.epochs,
                                                  finished=[fold for fold in folds if fold in finished], device=resolve_device()))
         # train_seconds adds up every invocation's time (a resumed run counts the time before the interruption too):
@@ -191,6 +194,24 @@ def train_run(config: Config, run_dir: Path, epoch_callback: Optional[EpochCallb
         if lock is not None:
             lock.release()
     return run.read_record().to_dict()
+
+
+def pretraining_overlap(model_name: str, essays: pd.DataFrame, folds: Sequence[int]) -> Optional[str]:
+    """One line when ``model_name`` is an ``fbp pretrain`` output whose text included validation essays of ``folds``."""
+    from ..io.pretrained import read_pretrained_meta, validation_overlap
+    from ..model import resolve_model_name
+
+    meta = read_pretrained_meta(resolve_model_name(model_name)) if Path(resolve_model_name(model_name)).is_dir() else None
+    if meta is None:
+        return None
+    counts = validation_overlap(meta, zip(essays["id"], essays["text"], essays["fold"]))
+    per_fold = {fold: counts[fold] for fold in folds if counts.get(fold)}
+    if not per_fold:
+        return None
+    sizes = essays["fold"].value_counts()
+    listed = ", ".join(f"fold {fold} {count}/{int(sizes[fold])}" for fold, count in per_fold.items())
+    return (f"note: {model_name} was pretrained on text that includes validation essays ({listed}): unlabelled text, common "
+            "practice, but the CV F1 may read higher than on essays outside both; check with fbp infer + fbp evaluate on other essays")
 
 
 def _record_fold(run: RunDir, record: RunRecord, fold_record: FoldRecord, oof_word_probs: Dict[str, np.ndarray],
