@@ -67,7 +67,8 @@ def _link_to(target: str, name: str):
 def _in_run(*args_after_run: str):
     def prepare(ws, d):
         run = _copy(ws, "run", d)
-        return [a if a != "RUN" else run for a in args_after_run[:1]] + [run] + [str(a).replace("RUN", str(run)) for a in args_after_run[1:]]
+        rest = [str(_test_dir(ws)) if a == "ESSAYS" else str(a).replace("RUN", str(run)) for a in args_after_run[1:]]
+        return [a if a != "RUN" else run for a in args_after_run[:1]] + [run] + rest
     return prepare
 
 
@@ -533,9 +534,9 @@ CASES = [
     Case("evaluate-json-over-run-json", _in_run("evaluate", "--json", "RUN/run.json"), 1, ["run.json", "run"]),
     Case("evaluate-json-into-the-run", _in_run("evaluate", "--json", "RUN/score.json"), 1, ["score.json", "run"]),
     Case("evaluate-json-over-the-truth", _evaluate_json_over_truth, 1, ["truth.csv", "input"]),
-    Case("infer-save-probs-over-oof", _in_run("infer", "-i", str(Path(__file__)), "-o", "s.csv", "--save-probs", "RUN/oof_word_probs.npz"), 1, ["oof_word_probs.npz"]),
+    Case("infer-save-probs-over-oof", _in_run("infer", "-i", "ESSAYS", "-o", "s.csv", "--save-probs", "RUN/oof_word_probs.npz"), 1, ["oof_word_probs.npz"]),
     Case("infer-output-over-an-input-essay", _infer_over_input_essay, 1, ["essays", "input"]),
-    Case("infer-html-into-the-run", _in_run("infer", "-i", str(Path(__file__)), "-o", "s.csv", "--html", "RUN/view"), 1, ["view", "run"]),
+    Case("infer-html-into-the-run", _in_run("infer", "-i", "ESSAYS", "-o", "s.csv", "--html", "RUN/view"), 1, ["view", "run"]),
     Case("ensemble-save-dir-into-a-run", _in_run("ensemble", "--fit-weights", "--save-dir", "RUN/ens"), 1, ["ens", "run"]),
     Case("quickstart-over-a-users-submission", _quickstart_over_users("submission.csv"), 1, ["submission.csv", "quickstart"]),
     Case("quickstart-over-a-users-html", _quickstart_over_users("html"), 1, ["html", "quickstart"]),

@@ -40,7 +40,7 @@ class ConsolePretrainReporter(PretrainReporter):
         self.next_line = 0
 
     def progress(self, progress: PretrainProgress) -> None:
-        from .reporting import duration
+        from .reporting.words import duration
 
         left = f"about {duration(progress.remaining)} left" if progress.remaining is not None else "time left: after the first steps"
         loss = f"loss {progress.loss:.3f}" if progress.loss is not None else "loss -"
@@ -57,7 +57,7 @@ class ConsolePretrainReporter(PretrainReporter):
         self.console.print(f"[dim]scoring the masked-LM loss on {blocks} held-out blocks[/]", highlight=False)
 
     def end(self, meta, output: Path) -> None:
-        from .reporting import duration
+        from .reporting.words import duration
 
         self.close()
         held_out = f"; held-out masked-LM loss {meta.eval_loss:.3f} (perplexity {meta.eval_perplexity})" if meta.eval_loss is not None else ""
@@ -79,13 +79,13 @@ class ConsolePretrainReporter(PretrainReporter):
 def pretrain_command(
     config_path: Optional[Path] = ConfigArg,
     data: Optional[Path] = typer.Option(None, "--data", "-d", metavar="DIR", help="Processed essays whose text is read (`fbp preprocess`). \\[default: data/processed]", show_default=False),
-    text: Optional[List[Path]] = typer.Option(None, "--text", "-t", metavar="DIR", help="A folder of .txt essays read as well, e.g. the Kaggle test essays (repeatable).", show_default=False),
+    text: Optional[List[Path]] = typer.Option(None, "--text", metavar="DIR", help="A folder of .txt essays read as well, e.g. the Kaggle test essays (repeatable).", show_default=False),
     no_data: bool = typer.Option(False, "--no-data", help="Read only the --text folders, no processed essays."),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME", help="The encoder to adapt: minilm (packaged), a hub name or a local path. \\[default: minilm]", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", metavar="MODEL_DIR", help="The model directory to write (safetensors, tokenizer, fbp-pretrained.json).", show_default=False),
-    epochs: Optional[float] = typer.Option(None, "--epochs", "-e", help="Passes over the text. \\[default: 3]", show_default=False),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps (a budget; overrides --epochs).", show_default=False),
-    max_essays: Optional[int] = typer.Option(None, "--max-essays", help="Only this many processed essays: the subset `fbp train --max-essays N` picks.", show_default=False),
+    epochs: Optional[float] = typer.Option(None, "--epochs", "-e", min=0.01, help="Passes over the text. \\[default: 3]", show_default=False),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps (a budget; overrides --epochs).", show_default=False),
+    max_essays: Optional[int] = typer.Option(None, "--max-essays", min=1, help="Only this many processed essays: the subset `fbp train --max-essays N` picks.", show_default=False),
     wandb: Optional[str] = WandbOpt,
     sets: Optional[List[str]] = SetOpt,
 ) -> None:

@@ -72,8 +72,14 @@ class _Settings(BaseModel):
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     seed: StrictInt = Field(0, ge=0)
     threads: StrictInt = Field(1, ge=0, le=4096)
+    # The second stage's options; a decoder saved before they existed has none of them: their "off" values.
+    rare_levels: List[float] = Field(default_factory=list, max_length=64)
+    rare_classes: List[Literal[CLASSES]] = Field(default_factory=lambda: ["Counterclaim", "Rebuttal"], max_length=len(CLASSES))  # type: ignore[valid-type]
+    sub_span: float = Field(0.0, ge=0, lt=1)
+    stretch: StrictInt = Field(0, ge=0, le=10_000)
+    context_features: StrictBool = False
 
-    @field_validator("levels")
+    @field_validator("levels", "rare_levels")
     @classmethod
     def _probability_levels(cls, levels: List[float]) -> List[float]:
         if any(not 0 < level < 1 for level in levels) or any(b <= a for a, b in zip(levels, levels[1:])):

@@ -23,6 +23,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from ..config import ThresholdConfig
 from ..faults import crash_point
 from ..io.run_dir import CHECKPOINT_EVAL_FILE
+from ..quiet import quiet_trainer_bookkeeping
 from .best_epoch import SELECTION_METRIC, metric_key, selection_score
 
 
@@ -46,6 +47,10 @@ class ShuffledLengthGroupedSampler(LengthGroupedSampler):
 class WordLevelTrainer(Trainer):
     """The Hugging Face Trainer, evaluating windows in dataset order so each maps back to its essay, and training
     on length-grouped batches in random order (:class:`ShuffledLengthGroupedSampler`)."""
+
+    def __init__(self, *args, **kwargs):
+        quiet_trainer_bookkeeping()  # its checkpoint-sorting remarks would break through the live display
+        super().__init__(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy != "group_by_length":
