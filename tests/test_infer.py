@@ -207,3 +207,14 @@ def test_models_with_different_tokenizers_ensemble_at_the_word_level(run_dir, es
     for essay_id, text in ESSAYS.items():
         assert alone[0][essay_id].shape == alone[1][essay_id].shape == (len(text.split()), NUM_LABELS)
         np.testing.assert_allclose(mixed[essay_id], 0.25 * alone[0][essay_id] + 0.75 * alone[1][essay_id], atol=3e-3)
+
+
+def test_infer_names_its_decoding_and_outputs_on_whole_lines(run_dir, essay_dir, tmp_path, cli):
+    """The decoding's file and the outputs' paths are never wrapped inside a path (a table caption was wrapped to
+    the table's width: '.../runs/minilm-demo/le' / 'arned_decoder.json')."""
+    output = tmp_path / ("a-long-folder-name-" * 4) / "submission.csv"
+    result = cli("infer", run_dir, "-i", essay_dir, "-o", output, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("decoding:") and str(run_dir / "decoding.json") in line for line in lines), result.stdout
+    assert f"submission: {output}" in lines, result.stdout

@@ -60,7 +60,7 @@ def _print_result(result, started: float) -> None:
     for runtime, checkpoints in _group_runtimes(result.runtimes).items():
         console.print(f"[bold]runtime:[/] {escape(runtime)}" + (f" for {len(checkpoints)} checkpoints" if len(checkpoints) > 1 else ""))
     counts = result.spans["class"].value_counts()
-    table = Table(title="predicted spans per class", title_justify="left", caption=f"decoding: {escape(result.decoding_source)}", caption_justify="left")
+    table = Table(title="predicted spans per class", title_justify="left")
     table.add_column("class")
     table.add_column("spans", justify="right")
     if not result.learned:
@@ -71,9 +71,11 @@ def _print_result(result, started: float) -> None:
         thresholds = [] if result.learned else ["-" if min_words is None else str(min_words), "-" if min_confidence is None else f"{min_confidence:.2f}"]
         table.add_row(name, f"{int(counts.get(name, 0)):,}", *thresholds)
     console.print(table)
+    # On lines of their own, not as the table's caption: a caption is wrapped to the table's width, inside the path.
+    console.print(f"[bold]decoding:[/] {escape(result.decoding_source)}", soft_wrap=not console.is_terminal)
     for label, path in (("submission", result.output), ("word probabilities", result.probs_file), ("HTML view", result.html_dir and Path(result.html_dir) / "index.html")):
         if path is not None:
-            console.print(f"[bold]{label}:[/] {escape(str(path))}")
+            console.print(f"[bold]{label}:[/] {escape(str(path))}", soft_wrap=not console.is_terminal)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
 
