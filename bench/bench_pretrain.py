@@ -118,7 +118,7 @@ def compare(args) -> None:
     import pandas as pd
 
     from decoding_diagnostics import class_signal
-    from fbp.config import DecodingConfig
+    from fbp.config import ThresholdConfig
     from fbp.decode import cross_fitted_thresholds
     from fbp.io.pretrained import read_pretrained_meta
     from fbp.io.word_probs import load_word_probs
@@ -159,7 +159,7 @@ def compare(args) -> None:
     print(f"\nout of fold: {len(common)} essays both runs validated ({len(truth)} true spans), cross-fitted by {how}")
     header = f"| run | AUC Counterclaim | AUC Rebuttal | tuned macro F1 | learned macro F1 | {' | '.join(CLASSES)} (learned) |"
     print(header + "\n|---|" + "---:|" * (4 + len(CLASSES)))
-    default = DecodingConfig()
+    default = ThresholdConfig()
     names = [f"from {summary['model']}" for summary in summaries]
     for name, run_probs in zip(names, probs):
         oof = {i: run_probs[i] for i in common}
@@ -212,7 +212,7 @@ def compare_probs(args) -> None:
     import pandas as pd
 
     from decoding_diagnostics import class_signal
-    from fbp.config import DecodingConfig
+    from fbp.config import ThresholdConfig
     from fbp.decode import cross_fitted_thresholds
     from fbp.io.word_probs import load_word_probs
     from fbp.labels import CLASSES
@@ -230,7 +230,7 @@ def compare_probs(args) -> None:
     for path, file_probs in zip(args.files, probs):
         oof = {i: file_probs[i] for i in common}
         signal, nan = class_signal(oof, truth), float("nan")
-        tuned = score(cross_fitted_thresholds(oof, truth, DecodingConfig(), groups)[1], truth)
+        tuned = score(cross_fitted_thresholds(oof, truth, ThresholdConfig(), groups)[1], truth)
         learned = fit_learned_decoder(oof, truth, groups).result
         print(f"| {path} | {' | '.join(f'{signal.get(c, nan):.3f}' for c in CLASSES)} | {tuned.f1:.4f} | {learned.f1:.4f} | "
               f"{learned.class_f1().get('Counterclaim', 0):.3f} | {learned.class_f1().get('Rebuttal', 0):.3f} |", flush=True)

@@ -215,18 +215,6 @@ class RunDir:
         """The one writer of ``run.json``."""
         write_atomic(self.record_path, json.dumps(record.to_dict(), indent=2))
 
-
-    # The names before run.json's type was called a record (fbp.compare and fbp.cli.reporting still use them).
-    @property
-    def summary_path(self) -> Path:
-        return self.record_path
-
-    def read_summary(self) -> Optional[RunRecord]:
-        return self.read_record()
-
-    def write_summary(self, record: RunRecord) -> None:
-        self.write_record(record)
-
     def finished_folds(self, record: RunRecord) -> Dict[int, FoldRecord]:
         """Folds recorded in ``run.json`` whose checkpoint is on disk."""
         from .checkpoint import is_checkpoint

@@ -1,5 +1,5 @@
 """``run.json``: a run's record (:class:`RunRecord`, its folds and their epochs), one schema, read here and
-written by :meth:`fbp.io.run_dir.RunDir.write_summary`.
+written by :meth:`fbp.io.run_dir.RunDir.write_record`.
 
 Lenient on reading (unknown keys are kept, missing ones get defaults, so older or hand-made files still load),
 exact on writing: keys fbp train never set are not written.
