@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import sys
 from typing import Any, Optional
 
 from .errors import UsageError
@@ -16,7 +18,15 @@ from .errors import UsageError
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
+# Without one of these a Linux machine has no GPU PyTorch could use (NVIDIA's driver, ROCm, WSL's GPU bridge).
+GPU_DEVICE_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
 def gpu_available() -> bool:
+    """Whether PyTorch sees a CUDA GPU. On Linux without a GPU driver's device files the answer is no without
+    importing torch: the ONNX runtimes never load it (2 s and 200+ MB of start-up, bench/RESULTS.md)."""
+    if sys.platform.startswith("linux") and not any(os.path.exists(path) for path in GPU_DEVICE_FILES):
+        return False
     import torch
 
     return torch.cuda.is_available()

@@ -92,6 +92,8 @@ def resolve_decoder(members: Sequence[Member], mode: str = "auto", decoding_file
     if mode == "argmax":
         return ARGMAX, None, "argmax spans, no thresholds"
     decoding, source = resolve_thresholds(members, decoding_file)
+    if ensemble is not None and decoding_file is None and ensemble.thresholds() is not None:
+        decoding, source = ensemble.thresholds(), str(ensemble.decoding_path)  # the blend's own, not its first member's
     if mode == "thresholds" or decoding_file is not None:
         return decoding, None, f"thresholds from {source}"
     runs = {member.run_dir for member in members}
@@ -161,6 +163,7 @@ def predict_members(
     from .io.checkpoint import load_checkpoint, read_checkpoint_meta
     from .io.word_probs import load_word_probs
     from .onnx_runtime import choose_runtime, onnx_word_probs
+    from .tokenizer_json import TokenizerJson
     from .word_probs import predict_word_probs
 
     # Every checkpoint's runtime is settled before any model runs, so a missing export fails at once.
@@ -187,7 +190,8 @@ def predict_members(
             else:
                 checkpoint, meta = None, read_checkpoint_meta(checkpoint_dir)
                 on_progress = on_checkpoint(checkpoint_dir, meta) if on_checkpoint is not None else None
-                predictions = onnx_word_probs(choice.model_path, _checkpoint_tokenizer(checkpoint_dir), essays, meta.max_length, meta.stride, batch_size, on_progress)
+                tokenizer = TokenizerJson(checkpoint_dir) if choice.tokenizer_json else _checkpoint_tokenizer(checkpoint_dir)
+                predictions = onnx_word_probs(choice.model_path, tokenizer, essays, meta.max_length, meta.stride, batch_size, on_progress)
             for essay_index, word_probs in predictions:
                 total.add(essay_index, word_probs, weight / len(member.checkpoints))
             del checkpoint, predictions

@@ -32,12 +32,13 @@ class RuntimeChoice:
     runtime: str  # torch | onnx | onnx-int8
     reason: str
     model_path: Optional[Path] = None  # the ONNX file, for the onnx runtimes
+    tokenizer_json: bool = False  # the onnx runtimes tokenise with tokenizer.json alone (checked at export): no transformers, no torch
 
 
 def choose_runtime(checkpoint: Path, requested: str, device: str) -> RuntimeChoice:
     """Which runtime runs ``checkpoint`` (see the module docstring); an asked-for ONNX runtime without its export
     is an error naming the command that makes it."""
-    from .io.onnx_export import export_state, variant_path
+    from .io.onnx_export import export_state, tokenizer_json_usable, variant_path
 
     if requested not in RUNTIMES:
         raise UsageError(f"unknown runtime {requested!r}; choose one of {', '.join(RUNTIMES)}")
@@ -54,15 +55,16 @@ def choose_runtime(checkpoint: Path, requested: str, device: str) -> RuntimeChoi
             why = "the ONNX export is stale: it was made from other weights" if stale else "no ONNX export"
             return RuntimeChoice("torch", f"auto: {why}; fbp export CKPT_OR_RUN once makes CPU inference faster" if not stale else f"auto: {why}")
         raise FbpError(stale or f"{checkpoint} has no ONNX export; run fbp export {checkpoint} first (or --runtime torch)")
+    tokenizer_json = tokenizer_json_usable(checkpoint, record)
     if requested in ONNX_RUNTIMES:
-        return RuntimeChoice(requested, "asked for", variant_path(checkpoint, record, requested))
+        return RuntimeChoice(requested, "asked for", variant_path(checkpoint, record, requested), tokenizer_json)
     int8 = record.variants.get("onnx-int8")
     if int8 is not None and int8.quality is not None and int8.quality.keeps_spans:
         return RuntimeChoice("onnx-int8", "auto: int8 kept the spans on held-out essays (onnx/export.json)",
-                             variant_path(checkpoint, record, "onnx-int8"))
+                             variant_path(checkpoint, record, "onnx-int8"), tokenizer_json)
     if "onnx" in record.variants:
         why = "int8 not checked on essays" if int8 is not None and int8.quality is None else "int8 loses spans" if int8 is not None else "no int8 export"
-        return RuntimeChoice("onnx", f"auto: fp32 ONNX ({why})", variant_path(checkpoint, record, "onnx"))
+        return RuntimeChoice("onnx", f"auto: fp32 ONNX ({why})", variant_path(checkpoint, record, "onnx"), tokenizer_json)
     return RuntimeChoice("torch", "auto: the export holds no usable model")
 
 

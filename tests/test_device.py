@@ -17,6 +17,7 @@ def machine(monkeypatch):
     """Pretend to be a machine with or without a CUDA GPU (and with or without bf16 on it)."""
 
     def pretend(gpu: bool, bf16: bool = True) -> None:
+        monkeypatch.setattr(fbp_device, "GPU_DEVICE_FILES", ("/",))  # a driver's files "exist": torch is asked
         monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
 
@@ -72,3 +73,14 @@ def test_inference_autocasts_only_below_fp32(machine):
     assert isinstance(cast, torch.autocast) and cast.fast_dtype == torch.bfloat16
     machine(True, bf16=False)
     assert fbp_device.autocast("cuda").fast_dtype == torch.float16
+
+
+def test_without_a_gpu_drivers_files_the_device_is_the_cpu_and_torch_is_not_imported():
+    """The ONNX runtimes never load torch; deciding the device must not load it either (start-up and memory)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import fbp.device as d; d.GPU_DEVICE_FILES = ('/nonexistent/driver',); "
+            "print(d.resolve_device(None), 'torch' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["cpu", "False"] if sys.platform.startswith("linux") else shown[0] in ("cpu", "cuda")

@@ -67,6 +67,9 @@ class ExportRecord(BaseModel):
     opset: int
     versions: Dict[str, str]  # fbp, torch, transformers, onnx, onnxruntime
     variants: Dict[str, VariantRecord]  # runtime name ("onnx", "onnx-int8") -> its file
+    # SHA-256 of the checkpoint's tokenizer.json when export found that it alone (the tokenizers library, no
+    # transformers or torch) makes transformers' windows; None: the ONNX runtimes load transformers' tokenizer.
+    tokenizer_sha256: Optional[str] = None
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
@@ -143,6 +146,17 @@ def variant_path(checkpoint: Union[str, Path], record: ExportRecord, runtime: st
     if path.stat().st_size != variant.bytes or file_sha256(path) != variant.sha256:
         raise FbpError(f"{path} is damaged (its size or SHA-256 is not the one export.json records); run fbp export {checkpoint} --force")
     return path
+
+
+def tokenizer_json_usable(checkpoint: Union[str, Path], record: ExportRecord) -> bool:
+    """Whether the ONNX runtimes may tokenise with ``tokenizer.json`` alone: export checked it makes transformers'
+    windows, and the file is still the one it checked."""
+    from ..tokenizer_json import TOKENIZER_FILE
+
+    path = Path(checkpoint) / TOKENIZER_FILE
+    if record.tokenizer_sha256 is None or not path.is_file():
+        return False
+    return file_sha256(path) == record.tokenizer_sha256
 
 
 def write_export(checkpoint: Union[str, Path], write_files, record_for) -> ExportRecord:
