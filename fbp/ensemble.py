@@ -142,7 +142,7 @@ def ensemble_oof(
 
             report.saved_dir = save_ensemble_dir(save_dir, paths, final_weights, choice.learned.decoder if choice.uses_learned else None, {
                 "oof_f1_thresholds": choice.thresholds_result.f1, "oof_f1_learned": choice.learned.result.f1, "essays": len(essay_ids),
-                "cross_fitted_by": groups.source})
+                "cross_fitted_by": groups.source}, thresholds=choice.thresholds)
     return report
 
 

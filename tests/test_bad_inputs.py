@@ -540,6 +540,9 @@ CASES = [
     Case("ensemble-save-dir-into-a-run", _in_run("ensemble", "--fit-weights", "--save-dir", "RUN/ens"), 1, ["ens", "run"]),
     Case("quickstart-over-a-users-submission", _quickstart_over_users("submission.csv"), 1, ["submission.csv", "quickstart"]),
     Case("quickstart-over-a-users-html", _quickstart_over_users("html"), 1, ["html", "quickstart"]),
+    Case("compare-csv-over-run-json", _in_run("compare", "--csv", "RUN/run.json"), 1, ["run.json", "input"]),
+    Case("compare-json-into-the-run", _in_run("compare", "--json", "RUN/runs.json"), 1, ["runs.json", "run"]),
+    Case("compare-plot-is-a-link", lambda ws, d: [*_in_run("compare")(ws, d), "--plot", "f1.png"] if _link_to("mine.png", "f1.png")(d) or True else None, 1, ["f1.png", "symbolic link"]),
     # Family 3.
     Case("preprocess-output-is-a-link", _preprocess_to_link, 1, ["link", "symbolic link"]),
     # Family 4: no damaged file believed; the config validator, before any run directory is made.

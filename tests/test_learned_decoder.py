@@ -310,6 +310,19 @@ def test_infer_decodes_with_the_runs_learned_decoder_and_a_corrupt_one_is_named(
     assert code == 1 and str(run.decoder_path) in output and "Traceback" not in output
 
 
+def report_thresholds(report, a, b, truth_path):
+    """The thresholds tuned on the fitted blend of ``a`` and ``b`` (what the saved directory should hold)."""
+    from fbp.io.kaggle import read_span_file
+    from fbp.io.word_probs import load_folds, load_word_probs
+    from fbp.post_training import choose_decoding, cross_fit_groups
+    from fbp.word_probs import average_word_probs
+
+    blend = average_word_probs([load_word_probs(a.oof_path), load_word_probs(b.oof_path)], report.fitted_weights)
+    groups = cross_fit_groups(sorted(blend), load_folds(a.oof_path), "")
+    truth = read_span_file(truth_path, "truth")[0]
+    return choose_decoding(blend, truth, a.decoding(), groups, tune=True, learn=False).thresholds
+
+
 def test_ensemble_fit_weights_saves_weights_and_the_blends_decoder(essays, tmp_path):
     from fbp.io.ensemble_dir import EnsembleDir
     from fbp.ensemble import ensemble_oof
@@ -328,6 +341,10 @@ def test_ensemble_fit_weights_saves_weights_and_the_blends_decoder(essays, tmp_p
     paths, weights, ensemble = expand_ensemble_dir([tmp_path / "blend"], None)
     assert [p.name for p in paths] == ["a", "b"] and weights == saved.weights
     assert resolve_decoder([], "auto", None, ensemble)[1] is not None  # (its members here are runs without checkpoints)
+    # Its thresholds are the blend's, tuned on the blended out-of-fold probabilities, not its first member's.
+    assert saved.thresholds() == report_thresholds(report, a, b, truth_path)
+    thresholds, _, source = resolve_decoder([], "thresholds", None, ensemble)
+    assert thresholds == saved.thresholds() and source == f"thresholds from {saved.decoding_path}"
     again = ensemble_oof([tmp_path / "blend"], truth=truth_path)
     assert again.weights == pytest.approx(saved.weights)
     with pytest.raises(FbpError, match="give it alone"):

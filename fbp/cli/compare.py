@@ -39,8 +39,12 @@ def compare_command(
 
     - `fbp compare runs/*/run.json --sort Claim --csv runs.csv --plot f1.png`
     """
+    from ..atomic import guard_output
     from ..compare import compare_runs, plot_epoch_f1, write_csv, write_json
 
+    for output, what in ((csv, "CSV table"), (json, "JSON of the runs"), (plot, "plot")):
+        if output is not None:  # checked before any run is read: never a link, an input, or inside a run directory
+            guard_output(output, what, runs)
     comparison = compare_runs(runs, sort=sort)
     print_comparison(comparison, console)
     if csv:

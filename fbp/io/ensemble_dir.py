@@ -3,7 +3,8 @@ accept like a run.
 
 ``ensemble.json`` holds the format name and version, the members (paths as given when it was saved, and resolved
 absolute), their weights and the out-of-fold F1 figures; ``learned_decoder.json`` (+ its LightGBM model, see
-:mod:`fbp.io.decoder`) is the decoder fitted on the blended out-of-fold probabilities. The directory is written
+:mod:`fbp.io.decoder`) is the decoder fitted on the blended out-of-fold probabilities, ``decoding.json`` the
+thresholds tuned on them. The directory is written
 whole, atomically.
 """
 
@@ -18,6 +19,7 @@ from ..atomic import write_atomic, write_dir_atomically
 from ..errors import FbpError
 
 ENSEMBLE_FILE = "ensemble.json"
+DECODING_FILE = "decoding.json"  # the blend's tuned thresholds (ensembles saved before they were stored have none)
 FORMAT = "fbp-ensemble"
 VERSION = 1
 
@@ -26,13 +28,18 @@ def is_ensemble_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / ENSEMBLE_FILE).is_file()
 
 
-def save_ensemble_dir(directory: Path, members: Sequence[Path], weights: Sequence[float], decoder=None, info: Optional[Dict[str, Any]] = None) -> Path:
-    """Write ``directory`` (replacing an earlier ensemble directory, never another kind of directory)."""
+def save_ensemble_dir(directory: Path, members: Sequence[Path], weights: Sequence[float], decoder=None, info: Optional[Dict[str, Any]] = None,
+                      thresholds=None) -> Path:
+    """Write ``directory`` (replacing an earlier ensemble directory, never another kind of directory). ``thresholds``:
+    the blend's tuned :class:`fbp.config.ThresholdConfig`, saved as ``decoding.json`` (what it decodes with when it
+    has no learned decoder, or when thresholds are asked for)."""
     from .decoder import DECODER_FILE, save_decoder
 
     def write(staging: Path) -> None:
         if decoder is not None:
             save_decoder(decoder, staging / DECODER_FILE)
+        if thresholds is not None:
+            write_atomic(staging / DECODING_FILE, json.dumps(thresholds.model_dump(mode="json"), indent=2))
         stored = {
             "format": FORMAT, "version": VERSION, "fbp_version": __version__,
             "members": [str(Path(member).resolve()) for member in members],
@@ -84,6 +91,16 @@ class EnsembleDir:
         from .decoder import DECODER_FILE
 
         return self.path / DECODER_FILE
+
+    @property
+    def decoding_path(self) -> Path:
+        return self.path / DECODING_FILE
+
+    def thresholds(self):
+        """The blend's tuned thresholds (validated), or None for an ensemble saved before they were stored."""
+        from ..config import read_decoding
+
+        return read_decoding(self.decoding_path) if self.decoding_path.exists() else None
 
     def learned_decoder(self):
         """The decoder fitted on the blend, or None when it was saved without one."""
