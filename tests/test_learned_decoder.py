@@ -18,7 +18,7 @@ from fbp.labels import CLASSES, NUM_LABELS, begin_id, inside_id
 from fbp.learned_decoder import DecoderSettings, fit_learned_decoder, make_candidates, suppress_overlaps
 from fbp.metric import score
 
-FAST = DecoderSettings(rounds=40, num_leaves=15, min_child_samples=5)
+FAST = DecoderSettings(rounds=40, num_leaves=15, min_child_samples=5, rare_levels=())  # the second stage's options off: each test adds its own
 
 
 def synthetic_essays(n_essays: int, seed: int = 0):
@@ -446,6 +446,13 @@ def test_second_stage_options_fit_save_and_reload(essays, tmp_path, change):
     loaded = load_decoder(save_decoder(fit.decoder, decoder_path(tmp_path)))
     assert loaded.settings == settings
     pd.testing.assert_frame_equal(loaded.decode(probs), fit.decoder.decode(probs))
+
+
+def test_the_rare_classes_lower_levels_are_on_by_default_the_rest_off():
+    """Measured on real out-of-fold probabilities (bench/RESULTS.md, issue 19): only the rare levels gained."""
+    settings = DecoderSettings()
+    assert settings.rare_levels == (0.02, 0.05) and settings.rare_classes == ("Counterclaim", "Rebuttal")
+    assert (settings.sub_span, settings.stretch, settings.context_features) == (0.0, 0, False)
 
 
 def test_a_decoder_saved_before_the_second_stage_settings_loads_as_fitted(fitted, essays, tmp_path):
