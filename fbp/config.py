@@ -152,6 +152,17 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def write_decoding(path: Path, decoding: ThresholdConfig) -> Path:
+    """Save thresholds as a ``decoding.json`` (atomically), the file :func:`read_decoding` reads: a run's and a
+    saved ensemble's."""
+    import json
+
+    from .atomic import write_atomic
+
+    write_atomic(Path(path), json.dumps(decoding.model_dump(mode="json"), indent=2))
+    return Path(path)
+
+
 def read_decoding(path: Path) -> ThresholdConfig:
     """Validated thresholds from a ``decoding.json`` (``{"min_words": {...}, "min_confidence": {...}}``)."""
     import json

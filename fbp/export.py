@@ -130,12 +130,12 @@ def export_checkpoint(checkpoint: Path, force: bool = False, check_essays: int =
             fused_diff, fusions = float("inf"), {"failed": str(error).splitlines()[0] if str(error) else type(error).__name__}
         if fused_diff <= FP32_TOLERANCE:
             plain.unlink()
-            made["onnx"] = (fused_diff, {"fusions": fusions})
+            made["onnx"] = (fused_diff, {"fusions": fusions}, None)
         else:
             notes.append(f"transformer fusions changed the outputs ({fused_diff:.3g}); kept the plain graph")
             fused.unlink(missing_ok=True)
             plain.rename(fused)
-            made["onnx"] = (plain_diff, {"fusions": {}})
+            made["onnx"] = (plain_diff, {"fusions": {}}, None)
         if int8:
             made["onnx-int8"] = _int8_variant(fused, staging / "model_quantized.onnx", checks, checkpoint, meta, model, tokenizer, check_essays, step, notes)
 
@@ -145,9 +145,8 @@ def export_checkpoint(checkpoint: Path, force: bool = False, check_essays: int =
         variants = {}
         for runtime, file in (("onnx", "model.onnx"), ("onnx-int8", "model_quantized.onnx")):
             if runtime in made:
-                diff, settings, *quality = made[runtime]
-                variants[runtime] = VariantRecord(file=file, sha256="", bytes=0, max_prob_diff=float(diff), settings=settings,
-                                                  quality=quality[0] if quality else None)
+                diff, settings, quality = made[runtime]  # quality: int8's check on held-out essays, None for fp32
+                variants[runtime] = VariantRecord(file=file, sha256="", bytes=0, max_prob_diff=float(diff), settings=settings, quality=quality)
         step("checking tokenizer.json alone makes transformers' windows")
         tokenizer_hash = _tokenizer_json_check(checkpoint, tokenizer, meta)
         if tokenizer_hash is None:

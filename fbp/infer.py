@@ -92,8 +92,9 @@ def resolve_decoder(members: Sequence[Member], mode: str = "auto", decoding_file
     if mode == "argmax":
         return ARGMAX, None, "argmax spans, no thresholds"
     decoding, source = resolve_thresholds(members, decoding_file)
-    if ensemble is not None and decoding_file is None and ensemble.thresholds() is not None:
-        decoding, source = ensemble.thresholds(), str(ensemble.decoding_path)  # the blend's own, not its first member's
+    blend_thresholds = ensemble.thresholds() if ensemble is not None and decoding_file is None else None
+    if blend_thresholds is not None:
+        decoding, source = blend_thresholds, str(ensemble.decoding_path)  # the blend's own, not its first member's
     if mode == "thresholds" or decoding_file is not None:
         return decoding, None, f"thresholds from {source}"
     runs = {member.run_dir for member in members}

@@ -39,7 +39,9 @@ def save_ensemble_dir(directory: Path, members: Sequence[Path], weights: Sequenc
         if decoder is not None:
             save_decoder(decoder, staging / DECODER_FILE)
         if thresholds is not None:
-            write_atomic(staging / DECODING_FILE, json.dumps(thresholds.model_dump(mode="json"), indent=2))
+            from ..config import write_decoding
+
+            write_decoding(staging / DECODING_FILE, thresholds)
         stored = {
             "format": FORMAT, "version": VERSION, "fbp_version": __version__,
             "members": [str(Path(member).resolve()) for member in members],

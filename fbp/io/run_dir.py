@@ -154,8 +154,9 @@ class RunDir:
 
     def write_decoding(self, decoding: ThresholdConfig) -> Path:
         """Save the thresholds the run's checkpoints decode with (``decoding.json``, atomically)."""
-        write_atomic(self.decoding_path, json.dumps(decoding.model_dump(mode="json"), indent=2))
-        return self.decoding_path
+        from ..config import write_decoding
+
+        return write_decoding(self.decoding_path, decoding)
 
     def uses_learned_decoder(self) -> bool:
         """Whether the run decodes with its learned decoder (``run.json`` says so); runs made before it existed do not."""
