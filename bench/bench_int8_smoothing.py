@@ -1,14 +1,20 @@
-"""int8 with SmoothQuant-style activation smoothing, against plain dynamic int8 (issue 20's search for an int8 that
-keeps the spans). Not part of `fbp export`: it measured no gain (bench/RESULTS.md, "Session of 2026-12-05").
+"""int8 with SmoothQuant-style activation smoothing, and static (calibrated) int8, against plain dynamic int8
+(issue 20's search for an int8 that keeps the spans). Not part of `fbp export`: smoothing measured no gain
+(bench/RESULTS.md, "Session of 2026-12-05"); static int8 on a trained checkpoint has not been measured to the end yet.
 
     python bench/bench_int8_smoothing.py CHECKPOINT|- --processed PROCESSED_DIR [--alphas 0.5,0.8]
+        [--static MinMax,Percentile,Entropy]
 
 CHECKPOINT: a fold checkpoint (`-`: the packaged MiniLM with a random 15-label head). Exports it to fused fp32 ONNX
 as `fbp export` does, records each int8 projection input's largest value per channel on 32 essays' windows, then for
 each alpha puts a per-channel Mul (1/s) before each projection and folds s into its weights (identical in fp32),
 quantises as `fbp export`'s first plan does, and compares token probabilities with fp32 on 64 other essays' windows.
+`--static` also quantises the fused model statically (QDQ, MatMul with constant weights only, per-channel 7-bit
+weights, uint8 activations whose ranges each calibration method sets from the same 32 essays' windows, the classifier
+fp32). Each variant's "model time" is one timed pass over the 64 essays after a warm-up of fp32, not alternated: a
+hint, not a speed figure (bench/bench_runtimes.py measures speed).
 """
-import argparse, os, sys
+import argparse, os, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +31,16 @@ from fbp.windows import make_windows, model_features
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("checkpoint")
 parser.add_argument("--processed", type=Path, required=True, help="fbp preprocess output whose essays are sampled")
-parser.add_argument("--alphas", default="0.5,0.8")
+parser.add_argument("--alphas", default="0.5,0.8", help="smoothing strengths ('' for none)")
+parser.add_argument("--static", default="", help="also static (calibrated) int8, QDQ, with these calibration methods, e.g. MinMax,Percentile,Entropy")
 parser.add_argument("--work", type=Path, default=Path("/tmp/fbp-bench/int8-smoothing"))
 args = parser.parse_args()
 ckpt = None if args.checkpoint == "-" else args.checkpoint
-alphas = [float(a) for a in args.alphas.split(",")]
+alphas = [float(a) for a in args.alphas.split(",") if a]
+static_methods = [m for m in args.static.split(",") if m]
 work = args.work / ("checkpoint" if ckpt else "random-head")
 work.mkdir(parents=True, exist_ok=True)
-print(f"config: {ckpt or 'packaged MiniLM, random head'}; alphas {alphas}; windows 512/128, batches of 16; "
+print(f"config: {ckpt or 'packaged MiniLM, random head'}; alphas {alphas}; static {static_methods}; windows 512/128, batches of 16; "
       f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 if ckpt:
     from fbp.io.checkpoint import load_checkpoint
@@ -145,11 +153,16 @@ def probs_of(path):
     return res
 
 
+probs_of(fused)  # warm-up
+started = time.perf_counter()
 reference = probs_of(fused)
+reference_seconds = time.perf_counter() - started
 
 
 def compare(label, path):
+    started = time.perf_counter()
     probs = probs_of(path)
+    seconds = time.perf_counter() - started
     diffs, agree, total = [], 0, 0
     for b, p, r in zip(evals, probs, reference):
         mask = b["attention_mask"].astype(bool)
@@ -157,7 +170,27 @@ def compare(label, path):
         diffs.append(d.max(axis=1))
         agree += int((p.argmax(-1) == r.argmax(-1))[mask].sum()); total += int(mask.sum())
     d = np.concatenate(diffs)
-    print(f"{label:40s} max {d.max():.3f} p99 {np.quantile(d, 0.99):.3f} mean {d.mean():.4f} argmax agree {agree / total:.4f} ({total:,} tokens)", flush=True)
+    print(f"{label:40s} max {d.max():.3f} p99 {np.quantile(d, 0.99):.3f} mean {d.mean():.4f} argmax agree {agree / total:.4f} "
+          f"({total:,} tokens); model time {reference_seconds / seconds:.2f}x fp32", flush=True)
+
+
+def static_int8(method, path):
+    """Static int8 (QDQ): activation ranges calibrated on the calibration essays' windows, weights as fbp export's
+    dynamic int8 (per channel, 7-bit), the classifier fp32."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{n: b[n] for n in names} for b in calib])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    exclude = [n.name for n in onnx.load(str(fused), load_external_data=False).graph.node if "classifier" in n.name]
+    quantize_static(str(fused), str(path), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+                    per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=exclude, calibrate_method=getattr(CalibrationMethod, method),
+                    extra_options={"MatMulConstBOnly": True})
 
 
 plan = INT8_PLANS[0]
@@ -168,3 +201,6 @@ for alpha in alphas:
     compare(f"smoothed fp32 alpha {alpha}", work / f"smooth{alpha}.onnx")
     _quantize(work / f"smooth{alpha}.onnx", work / f"smooth{alpha}-int8.onnx", plan)
     compare(f"smoothed int8 alpha {alpha}", work / f"smooth{alpha}-int8.onnx")
+for method in static_methods:
+    static_int8(method, work / f"static-{method}.onnx")
+    compare(f"static int8 ({method})", work / f"static-{method}.onnx")
