@@ -1,6 +1,7 @@
 """int8 with SmoothQuant-style activation smoothing, and static (calibrated) int8, against plain dynamic int8
 (issue 20's search for an int8 that keeps the spans). Not part of `fbp export`: smoothing measured no gain
-(bench/RESULTS.md, "Session of 2026-12-05"); static int8 on a trained checkpoint has not been measured to the end yet.
+(bench/RESULTS.md, "Session of 2026-12-05"), and static int8 keeps the spans worse than dynamic int8 ("Session of
+2026-12-06").
 
     python bench/bench_int8_smoothing.py CHECKPOINT|- --processed PROCESSED_DIR [--alphas 0.5,0.8]
         [--static MinMax,Percentile,Entropy]
@@ -11,8 +12,9 @@ each alpha puts a per-channel Mul (1/s) before each projection and folds s into 
 quantises as `fbp export`'s first plan does, and compares token probabilities with fp32 on 64 other essays' windows.
 `--static` also quantises the fused model statically (QDQ, MatMul with constant weights only, per-channel 7-bit
 weights, uint8 activations whose ranges each calibration method sets from the same 32 essays' windows, the classifier
-fp32). Each variant's "model time" is one timed pass over the 64 essays after a warm-up of fp32, not alternated: a
-hint, not a speed figure (bench/bench_runtimes.py measures speed).
+fp32; Entropy with 2,048 histogram bins; the fused Attention nodes' query-key-value projection stays fp32: MatMul only).
+Each variant's "model time" is one timed pass over the 64 essays after a warm-up of fp32, not alternated: a hint, not
+a speed figure (bench/bench_runtimes.py measures speed).
 """
 import argparse, os, sys, time
 from pathlib import Path
@@ -180,14 +182,38 @@ def static_int8(method, path):
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
+        """One window at a time, padded to 512: the histogram methods (Percentile, Entropy) stack every batch's
+        outputs into one array, so every batch must have the same shape."""
         def __init__(self):
-            self.items = iter([{n: b[n] for n in names} for b in calib])
+            self.items = iter([{n: np.pad(b[n][row:row + 1], ((0, 0), (0, 512 - b[n].shape[1]))) for n in names}
+                               for b in calib for row in range(len(b["input_ids"]))])
 
         def get_next(self):
             return next(self.items, None)
 
-    exclude = [n.name for n in onnx.load(str(fused), load_external_data=False).graph.node if "classifier" in n.name]
-    quantize_static(str(fused), str(path), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+    # The fused graph's contrib ops (Attention, SkipLayerNormalization, BiasGelu) defeat ONNX's own shape inference,
+    # and quantize_static skips every activation whose type it cannot infer (weights-only, slower than fp32): give it
+    # the types from ONNX Runtime's symbolic shape inference, which knows those ops.
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    typed = work / "model-typed.onnx"
+    if not typed.exists():
+        onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(fused)), auto_merge=True), str(typed))
+    exclude = [n.name for n in onnx.load(str(typed), load_external_data=False).graph.node if "classifier" in n.name]
+    reader, cache = Reader(), None
+    if method == "Entropy":
+        # quantize_static cannot pass Entropy its bin counts, and its defaults (128 bins, 128 quantised bins) leave the
+        # KL search a single candidate: the full range, i.e. MinMax (measured: byte-identical models). Calibrate here
+        # with 2,048 bins, TensorRT's setting, and hand quantize_static the ranges as its calibration cache.
+        import tempfile
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+        with tempfile.TemporaryDirectory() as tmp:
+            calibrator = create_calibrator(typed, ["MatMul"], augmented_model_path=f"{tmp}/augmented.onnx",
+                                           calibrate_method=CalibrationMethod.Entropy,
+                                           extra_options={"num_bins": 2048, "num_quantized_bins": 128})
+            calibrator.collect_data(reader)
+            cache, reader = work / "entropy-2048.json", None
+            save_tensors_data(calibrator.compute_data(), cache)
+    quantize_static(str(typed), str(path), reader, calibration_cache_path=cache, quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
                     per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=exclude, calibrate_method=getattr(CalibrationMethod, method),
                     extra_options={"MatMulConstBOnly": True})

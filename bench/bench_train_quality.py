@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -117,7 +118,8 @@ def main() -> None:
           f"model {config.model.name}, lr {config.training.learning_rate}, batch {config.training.batch_size}, "
           f"max_length {config.windows.max_length}, stride {config.windows.stride}", flush=True)
 
-    suffix = "".join(f"-{item.replace('=', '_')}" for item in args.sets or []) + (f"-{args.tag}" if args.tag else "")
+    # one flat name: a --set value may be a path (model.name=/some/dir), whose slashes would nest the run directory
+    suffix = re.sub(r"[^\w.-]+", "_", "".join(f"-{item}" for item in args.sets or []) + (f"-{args.tag}" if args.tag else ""))
     run_dir = args.work / "runs" / f"quality-{args.essays}x{args.folds}x{args.epochs}{suffix}"
     summary = train_run(config, run_dir)  # resumes: finished folds of an earlier run are kept
 
