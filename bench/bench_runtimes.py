@@ -18,6 +18,13 @@ Ensemble: ``fbp infer`` over a directory of 5 fold checkpoints (copies of the on
 runtime, seconds per essay.
 
     python bench/bench_runtimes.py RUN/fold_0 --input ESSAY_DIR --truth train.csv [--repeats 2] [--ensemble-essays 40]
+
+``--quality-only`` skips the timings, the plain loop and the ensemble: each ONNX runtime runs once, and each gap to
+ONNX fp32 (which matches PyTorch fp32 to ~1e-3 in probability) gets a 95% interval from a paired bootstrap over essays
+(both sides resampled with the same essays). On a few hundred essays one rare-class span decides 0.01 of that class's
+F1, so whether int8 "keeps the spans" (macro within 0.005, each class within 0.01) needs many essays and the interval:
+
+    python bench/bench_runtimes.py RUN/fold_0 --input ESSAY_DIR --truth train.csv --quality-only [--bootstrap 1000]
 """
 
 from __future__ import annotations
@@ -108,6 +115,76 @@ def side_command(side: str, checkpoint: Path, input_dir: Path, work: Path) -> li
             "--runtime", side, "--save-probs", str(work / f"{side}.npz"), "--batch-size", str(BATCH)]
 
 
+def resampled(frame, draw):
+    """``frame``'s rows for the essays of one bootstrap draw (ids, with repeats): the k-th copy of an essay becomes
+    ``id#k``, so the metric sees it as another essay."""
+    import pandas as pd
+
+    copies = pd.Series(draw).value_counts()
+    rows = frame[frame["id"].isin(copies.index)]
+    rows = rows.loc[rows.index.repeat(rows["id"].map(copies).to_numpy())].copy()
+    rows["id"] = rows["id"] + "#" + rows.groupby(level=0).cumcount().astype(str)
+    return rows
+
+
+def bootstrap_gaps(reference, candidate, truth, ids, repeats: int, seed: int = 0):
+    """95% intervals of ``candidate``'s F1 minus ``reference``'s (macro, then each class), resampling essays."""
+    import numpy as np
+
+    from fbp.labels import CLASSES
+    from fbp.metric import score
+
+    rng = np.random.default_rng(seed)
+    gaps = []
+    for _ in range(repeats):
+        draw = rng.choice(ids, size=len(ids))
+        sample_truth = resampled(truth, draw)
+        ref, cand = score(resampled(reference, draw), sample_truth), score(resampled(candidate, draw), sample_truth)
+        ref_classes, cand_classes = ref.class_f1(), cand.class_f1()
+        gaps.append([cand.f1 - ref.f1] + [cand_classes.get(name, 0) - ref_classes.get(name, 0) for name in CLASSES])
+    low, high = np.percentile(np.array(gaps), [2.5, 97.5], axis=0)
+    return list(zip(["macro", *CLASSES], low, high))
+
+
+def quality_only(args, work: Path, essays: list) -> None:
+    """Each ONNX runtime once; gaps to ONNX fp32 with paired-bootstrap intervals (see the module docstring)."""
+    import numpy as np
+
+    from fbp.io.kaggle import read_span_file
+    from fbp.io.word_probs import load_word_probs
+    from fbp.labels import CLASSES
+    from fbp.metric import score
+
+    sides = ["onnx", "onnx-int8"]
+    for side in sides:
+        before = load()
+        seconds, peak = timed(side_command(side, args.checkpoint, args.input, work), work / f"{side}.log")
+        print(f"  {side:10s} {seconds:7.1f}s  peak {peak:6.0f} MiB  (load before {before}, after {load()})", flush=True)
+    truth = read_span_file(args.truth, "truth")[0]
+    ids = sorted(path.stem for path in essays)
+    truth = truth[truth["id"].isin(set(ids))].reset_index(drop=True)
+    predicted = {side: read_span_file(work / f"{side}.csv", "submission")[0].reset_index(drop=True) for side in sides}
+    results = {side: score(predicted[side], truth) for side in sides}
+    counts = truth["class"].value_counts()
+    print(f"\n{len(ids)} essays, {len(truth)} true spans ({', '.join(f'{name} {counts.get(name, 0)}' for name in CLASSES)})")
+    print(f"| side | macro | {' | '.join(CLASSES)} |\n|---|---:|{'---:|' * len(CLASSES)}")
+    for side in sides:
+        per_class = results[side].class_f1()
+        print(f"| {side} | {results[side].f1:.4f} | {' | '.join(f'{per_class.get(name, 0):.4f}' for name in CLASSES)} |")
+    reference, int8 = load_word_probs(work / "onnx.npz"), load_word_probs(work / "onnx-int8.npz")
+    diffs = np.concatenate([np.abs(reference[i] - int8[i]).max(axis=1) for i in reference if len(reference[i])])
+    agree = np.mean(np.concatenate([reference[i].argmax(1) == int8[i].argmax(1) for i in reference if len(reference[i])]))
+    print(f"int8 vs fp32, per word: argmax agreement {agree:.4f}; largest probability difference mean {diffs.mean():.4f}, "
+          f"p99 {np.percentile(diffs, 99):.4f}, max {diffs.max():.4f}")
+    print(f"\nint8 minus fp32, paired bootstrap over essays ({args.bootstrap} draws): gap [95% interval]; "
+          f"the rule: macro within 0.005, each class within 0.01")
+    fp32_classes, int8_classes = results["onnx"].class_f1(), results["onnx-int8"].class_f1()
+    point = {"macro": results["onnx-int8"].f1 - results["onnx"].f1,
+             **{name: int8_classes.get(name, 0) - fp32_classes.get(name, 0) for name in CLASSES}}
+    for name, low, high in bootstrap_gaps(predicted["onnx"], predicted["onnx-int8"], truth, ids, args.bootstrap):
+        print(f"  {name:22s} {point[name]:+.4f}  [{low:+.4f}, {high:+.4f}]", flush=True)
+
+
 def load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -120,6 +197,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--ensemble-essays", type=int, default=40)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--quality-only", action="store_true", help="ONNX fp32 vs int8 quality with bootstrap intervals, no timings")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for --quality-only")
     args = parser.parse_args()
     import numpy as np
     import onnxruntime
@@ -139,6 +218,8 @@ def main() -> None:
         raise SystemExit(f"{args.checkpoint} has no ONNX export: run fbp export {args.checkpoint} first")
     print(f"checkpoint {args.checkpoint} ({record.architecture}); {len(essays)} essays from {args.input}; windows {MAX_LENGTH}/{STRIDE}, batches of {BATCH}")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs; int8 settings: {record.variants['onnx-int8'].settings}")
+    if args.quality_only:
+        return quality_only(args, work, essays)
     sides = ["plain", *RUNTIMES]
     times = {side: [] for side in sides}
     memory = {side: 0.0 for side in sides}

@@ -65,6 +65,11 @@ class WindowsConfig(Section):
         return self
 
 
+# The rare classes' words weigh more in the loss: 2 seeds of 1,000 essays x 2 folds x 3 epochs, out of fold and on 200
+# essays outside the runs, Counterclaim and Rebuttal F1 up on both (bench/RESULTS.md, "Class weights decided").
+DEFAULT_CLASS_WEIGHTS = {"Counterclaim": 4.0, "Rebuttal": 8.0}
+
+
 class TrainingConfig(Section):
     epochs: int = Field(3, ge=1, le=10_000)
     learning_rate: float = Field(2e-4, gt=0, le=10)
@@ -83,7 +88,9 @@ class TrainingConfig(Section):
     early_stopping_patience: Optional[int] = Field(None, ge=1, le=10_000, description="Stop a fold after this many epochs without a better F1 (off by default).")
     tune_thresholds: bool = Field(True, description="After training, tune the decoding thresholds on the out-of-fold probabilities (saved for infer; cross-fitted F1 in run.json).")
     learned_decoding: bool = Field(True, description="After training, fit the learned span decoder on the out-of-fold probabilities (cross-fitted F1 in run.json); the run uses it when it beats the tuned thresholds out of fold.")
-    class_weights: Optional[Dict[str, float]] = Field(None, description="Weight of each class's words (B- and I-) in the training loss, e.g. {Counterclaim: 3, Rebuttal: 3}; classes left out (and O) weigh 1.")
+    class_weights: Optional[Dict[str, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASS_WEIGHTS),
+        description="Weight of each class's words (B- and I-) in the training loss; classes left out (and O) weigh 1; null: every class 1.")
     begin_weight: float = Field(1.0, gt=0, le=1e6, description="Weight of each B- label (a span's first word) in the training loss, times its class's weight: a model that learns where spans begin splits them where they should be.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (0 to 2**32 - 1).")
     dataloader_workers: int = Field(0, ge=0, le=1024)
@@ -236,6 +243,29 @@ def default_settings() -> Dict[str, Any]:
     return flatten_config(Config().model_dump(mode="json"))
 
 
+# Settings whose default changed: what a run that does not record them had (None for each entry of a mapping).
+FORMER_DEFAULTS: Dict[str, Any] = {"training.class_weights": None}  # unweighted until 2026-12-06
+
+
+def unrecorded_setting(settings: Dict[str, Any], key: str, defaults: Dict[str, Any]) -> Any:
+    """What a run whose dotted ``settings`` lack ``key`` had: None for an entry of a mapping the run records (as
+    null, or without that entry: ``training.class_weights.Rebuttal`` of a run weighting Counterclaim only), the
+    former default for a setting whose default changed since, else today's default."""
+    mapping = key.rsplit(".", 1)[0] if key.count(".") >= 2 else None
+    if mapping is not None and (mapping in settings or any(name.startswith(mapping + ".") for name in settings)):
+        return None
+    for name in (key, mapping):
+        if name in FORMER_DEFAULTS:
+            return FORMER_DEFAULTS[name] if name == key else None
+    return defaults.get(key)
+
+
+def complete_settings(settings: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A run's dotted settings with every default key it lacks filled in as :func:`unrecorded_setting` says."""
+    defaults = default_settings() if defaults is None else defaults
+    return {**{key: unrecorded_setting(settings, key, defaults) for key in defaults if key not in settings}, **settings}
+
+
 def flatten_config(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     """A nested config as dotted keys, down to the leaves (``{"decoding": {"min_words": {"Lead": 9}}}`` ->
     ``{"decoding.min_words.Lead": 9}``)."""
@@ -374,7 +404,17 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dic
         tree = load_yaml(text, config_path) or {}
         if not isinstance(tree, dict):
             raise UsageError(f"{config_path} must hold a mapping of sections, got {type(tree).__name__}")
+    defaults = None
     for key, value in (overrides or {}).items():
+        section, _, rest = key.partition(".")
+        field = rest.partition(".")[0]
+        if "." in rest and section != "search" and field not in (tree.get(section) or {}):
+            # an entry of a mapping the config leaves at its default (--set training.class_weights.Rebuttal=3):
+            # change that entry of the default mapping, keep the others
+            defaults = defaults or (schema or Config)().model_dump(mode="json")
+            default = (defaults.get(section) or {}).get(field)
+            if isinstance(default, dict):
+                set_dotted(tree, f"{section}.{field}", dict(default))
         set_dotted(tree, key, value)
     return validate_config(tree, source, schema)
 

@@ -12,13 +12,14 @@ from fbp.compare import (
     find_run_files,
     load_run,
     plot_epoch_f1,
+    setting_value,
     write_csv,
     write_json,
 )
 from fbp.cli.compare import render_table
 from fbp.io.run_dir import RunDir
 from fbp.io.run_record import EpochRecord, FoldRecord
-from fbp.config import Config
+from fbp.config import Config, default_settings
 from fbp.errors import FbpError, UsageError
 from fbp.labels import CLASSES
 
@@ -81,17 +82,32 @@ def test_differences_flatten_nested_settings_and_ignore_the_name(tmp_path):
 
 
 def test_a_setting_only_one_run_sets_differs_from_the_others_default(tmp_path):
-    """A class weight set in one run (a mapping entry the other run lacks) is a difference, and so is a key that a
-    run of an older fbp lacks but a newer one sets away from its default; the default itself is no difference."""
+    """A key that a run of an older fbp lacks counts as its default, so the default itself is no difference, but a
+    newer run away from it is. A mapping entry a run does not record was not set: a run weighting Rebuttal only (or
+    none, class_weights null) differs from the default weights in Counterclaim too, and a run made before class
+    weights existed (no key at all) was unweighted, not at today's default weights."""
     base = load_run(write_run(tmp_path / "a", "base", 0.5))
-    weighted = load_run(write_run(tmp_path / "b", "weighted", 0.5))
-    weighted.settings.pop("training.class_weights", None)
-    weighted.settings["training.class_weights.Rebuttal"] = 8.0
+    assert base.settings["training.class_weights.Counterclaim"] == 4.0 and base.settings["training.class_weights.Rebuttal"] == 8.0
     older = load_run(write_run(tmp_path / "c", "older", 0.5))
     older.settings.pop("training.seed")  # at its default, so no difference
-    assert differing_settings([base, weighted, older]) == ["training.class_weights.Rebuttal"]
-    weighted.settings["training.seed"] = 7
-    assert set(differing_settings([base, weighted, older])) == {"training.class_weights.Rebuttal", "training.seed"}
+    assert differing_settings([base, older]) == []
+    older.settings["training.seed"] = 7
+    assert differing_settings([base, older]) == ["training.seed"]
+
+    rebuttal_only = load_run(write_run(tmp_path / "b", "rebuttal only", 0.5))
+    rebuttal_only.settings.pop("training.class_weights.Counterclaim")
+    assert differing_settings([base, rebuttal_only]) == ["training.class_weights.Counterclaim"]
+    defaults = default_settings()
+    assert [setting_value(run, "training.class_weights.Counterclaim", defaults) for run in (base, rebuttal_only)] == [4.0, None]
+
+    for run in (unweighted := load_run(write_run(tmp_path / "d", "unweighted", 0.5)), before := load_run(write_run(tmp_path / "e", "before", 0.5))):
+        for key in [key for key in run.settings if key.startswith("training.class_weights")]:
+            run.settings.pop(key)
+    unweighted.settings["training.class_weights"] = None
+    weights = ["training.class_weights.Counterclaim", "training.class_weights.Rebuttal"]
+    assert set(differing_settings([base, unweighted])) == set(weights)
+    assert set(differing_settings([base, before])) == set(weights)
+    assert differing_settings([unweighted, before]) == []
 
 
 def test_runs_of_one_name_are_told_apart_by_their_directories(tmp_path):

@@ -73,3 +73,23 @@ def test_the_default_run_directory_names_only_settings_away_from_their_defaults(
     assert default_run_dir(load_config(None, {"training.begin_weight": 2.0}), None) != plain
     weighted = default_run_dir(load_config(None, {"training.class_weights.Rebuttal": 4}), None)
     assert weighted != plain
+    # the default weights are no setting; a mapping entry left out (Counterclaim 1, not the default 4) is one
+    assert default_run_dir(load_config(None, {"training.class_weights.Rebuttal": 8}), None) == plain
+    rebuttal_only = default_run_dir(load_config(None, {"training.class_weights": {"Rebuttal": 8}}), None)
+    unweighted = default_run_dir(load_config(None, {"training.class_weights": None}), None)
+    assert len({plain, rebuttal_only, unweighted, weighted}) == 4
+
+
+def test_resuming_a_run_made_before_the_default_weights_is_a_difference():
+    """A run recorded unweighted (class_weights null) or made before class weights existed (no key) was trained with
+    every class at 1: resuming it with today's default weights must be refused as a change, not taken as the same."""
+    from fbp.io.run_settings import config_differences
+
+    today = Config().model_dump(mode="json")
+    unweighted = Config().model_dump(mode="json")
+    unweighted["training"]["class_weights"] = None
+    before = Config().model_dump(mode="json")
+    del before["training"]["class_weights"]
+    for old in (unweighted, before):
+        assert config_differences(old, today) == ["training.class_weights.Counterclaim: None -> 4.0", "training.class_weights.Rebuttal: None -> 8.0"]
+    assert config_differences(unweighted, before) == [] and config_differences(today, Config().model_dump(mode="json")) == []

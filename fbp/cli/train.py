@@ -16,11 +16,12 @@ from ._app import ConfigArg, DataOpt, EpochsOpt, FoldsOpt, MaxEssaysOpt, SetOpt,
 def default_run_dir(config, config_path: Optional[Path]) -> Path:
     """``runs/<config>-<hash of the settings>``: the same command resumes the same run, another config gets its own.
     Only settings away from their defaults are hashed, so a setting added to fbp later leaves the name as it was."""
-    from ..config import default_settings
+    from ..config import complete_settings, default_settings, flatten_config
     from ..io.run_settings import run_settings
 
     defaults = default_settings()
-    settings = {key: value for key, value in run_settings(config.model_dump(mode="json")).items() if key not in defaults or defaults[key] != value}
+    completed = complete_settings(flatten_config(config.model_dump(mode="json")), defaults)
+    settings = {key: value for key, value in run_settings(completed).items() if key not in defaults or defaults[key] != value}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
     return Path("runs") / f"{config_path.stem if config_path else 'default'}-{digest}"
 

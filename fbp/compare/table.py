@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..atomic import write_atomic
-from ..config import default_settings
+from ..config import default_settings, unrecorded_setting
 from ..errors import UsageError
 from ..labels import CLASSES, SHORT_NAMES
 from .reading import find_run_files, load_run
@@ -41,7 +41,7 @@ def setting_value(run: RunSummary, key: str, defaults: Dict[str, Any]) -> Any:
     settings, so for it an absent key is unknown (``_MISSING``)."""
     if key in run.settings:
         return run.settings[key]
-    return _MISSING if run.status == "trainer_state" else defaults.get(key)
+    return _MISSING if run.status == "trainer_state" else unrecorded_setting(run.settings, key, defaults)
 
 
 def differing_settings(runs: Sequence[RunSummary]) -> List[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from ..config import default_settings, flatten_config
+from ..config import complete_settings, default_settings, flatten_config
 
 # Settings that may change between invocations on the same run directory without making it another run.
 RESUMABLE_KEYS = ("name", "data.train_folds", "tracking.", "training.dataloader_workers", "training.eval_batch_size", "training.learned_decoding")
@@ -23,7 +23,7 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """Dotted keys whose values differ, ignoring settings that do not change what is trained. A key one side
     lacks (a run made before the setting existed) has its default value."""
     defaults = default_settings()
-    old_settings, new_settings = run_settings({**defaults, **flatten_config(old)}), run_settings({**defaults, **flatten_config(new)})
+    old_settings, new_settings = (run_settings(complete_settings(flatten_config(tree), defaults)) for tree in (old, new))
     return [
         f"{key}: {old_settings.get(key)!r} -> {new_settings.get(key)!r}"
         for key in sorted(set(old_settings) | set(new_settings))
