@@ -254,15 +254,13 @@ def unrecorded_setting(settings: Dict[str, Any], key: str, defaults: Dict[str, A
     mapping = key.rsplit(".", 1)[0] if key.count(".") >= 2 else None
     if mapping is not None and (mapping in settings or any(name.startswith(mapping + ".") for name in settings)):
         return None
-    for name in (key, mapping):
-        if name in FORMER_DEFAULTS:
-            return FORMER_DEFAULTS[name] if name == key else None
-    return defaults.get(key)
+    if key in FORMER_DEFAULTS:
+        return FORMER_DEFAULTS[key]
+    return None if mapping in FORMER_DEFAULTS else defaults.get(key)
 
 
-def complete_settings(settings: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def complete_settings(settings: Dict[str, Any], defaults: Dict[str, Any]) -> Dict[str, Any]:
     """A run's dotted settings with every default key it lacks filled in as :func:`unrecorded_setting` says."""
-    defaults = default_settings() if defaults is None else defaults
     return {**{key: unrecorded_setting(settings, key, defaults) for key in defaults if key not in settings}, **settings}
 
 
@@ -408,7 +406,8 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Dic
     for key, value in (overrides or {}).items():
         section, _, rest = key.partition(".")
         field = rest.partition(".")[0]
-        if "." in rest and section != "search" and field not in (tree.get(section) or {}):
+        node = tree.get(section)
+        if "." in rest and section != "search" and (node is None or isinstance(node, dict) and field not in node):
             # an entry of a mapping the config leaves at its default (--set training.class_weights.Rebuttal=3):
             # change that entry of the default mapping, keep the others
             defaults = defaults or (schema or Config)().model_dump(mode="json")
