@@ -89,7 +89,7 @@ class TrainingConfig(Section):
     tune_thresholds: bool = Field(True, description="After training, tune the decoding thresholds on the out-of-fold probabilities (saved for infer; cross-fitted F1 in run.json).")
     learned_decoding: bool = Field(True, description="After training, fit the learned span decoder on the out-of-fold probabilities (cross-fitted F1 in run.json); the run uses it when it beats the tuned thresholds out of fold.")
     class_weights: Optional[Dict[str, float]] = Field(
-        default_factory=lambda: dict(DEFAULT_CLASS_WEIGHTS),
+        default_factory=lambda: {name: DEFAULT_CLASS_WEIGHTS.get(name, 1.0) for name in CLASSES},
         description="Weight of each class's words (B- and I-) in the training loss; classes left out (and O) weigh 1; null: every class 1.")
     begin_weight: float = Field(1.0, gt=0, le=1e6, description="Weight of each B- label (a span's first word) in the training loss, times its class's weight: a model that learns where spans begin splits them where they should be.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed (0 to 2**32 - 1).")
@@ -106,7 +106,9 @@ class TrainingConfig(Section):
         bad = {name: weight for name, weight in value.items() if not 0 < weight <= 1e6}
         if bad:
             raise ValueError(f"class weights must be positive (at most 1e6), got {bad}")
-        return value
+        # every class named (the ones left out at 1): a run's config.yaml then records all seven, so one missing
+        # there is damage, not a choice
+        return {name: float(value.get(name, 1.0)) for name in CLASSES}
 
 
 class ThresholdConfig(Section):
@@ -243,20 +245,23 @@ def default_settings() -> Dict[str, Any]:
     return flatten_config(Config().model_dump(mode="json"))
 
 
-# Settings whose default changed: what a run that does not record them had (None for each entry of a mapping).
+# Settings whose default changed: what a run that does not record them had.
 FORMER_DEFAULTS: Dict[str, Any] = {"training.class_weights": None}  # unweighted until 2026-12-06
+# What a class a mapping does not name has (None where not listed: no minimum, for the decoding tables).
+UNNAMED_ENTRY: Dict[str, Any] = {"training.class_weights": 1.0}
 
 
 def unrecorded_setting(settings: Dict[str, Any], key: str, defaults: Dict[str, Any]) -> Any:
-    """What a run whose dotted ``settings`` lack ``key`` had: None for an entry of a mapping the run records (as
-    null, or without that entry: ``training.class_weights.Rebuttal`` of a run weighting Counterclaim only), the
-    former default for a setting whose default changed since, else today's default."""
+    """What a run whose dotted ``settings`` lack ``key`` had: for an entry of a mapping the run records (as null, or
+    without that entry) or predates, what an unnamed entry means (``training.class_weights.Rebuttal`` of an
+    unweighted run: 1); the former default for a setting whose default changed since; else today's default."""
     mapping = key.rsplit(".", 1)[0] if key.count(".") >= 2 else None
-    if mapping is not None and (mapping in settings or any(name.startswith(mapping + ".") for name in settings)):
-        return None
+    recorded = mapping is not None and (mapping in settings or any(name.startswith(mapping + ".") for name in settings))
+    if recorded or (mapping is not None and mapping in FORMER_DEFAULTS):
+        return UNNAMED_ENTRY.get(mapping)
     if key in FORMER_DEFAULTS:
         return FORMER_DEFAULTS[key]
-    return None if mapping in FORMER_DEFAULTS else defaults.get(key)
+    return defaults.get(key)
 
 
 def complete_settings(settings: Dict[str, Any], defaults: Dict[str, Any]) -> Dict[str, Any]:

@@ -83,9 +83,9 @@ def test_differences_flatten_nested_settings_and_ignore_the_name(tmp_path):
 
 def test_a_setting_only_one_run_sets_differs_from_the_others_default(tmp_path):
     """A key that a run of an older fbp lacks counts as its default, so the default itself is no difference, but a
-    newer run away from it is. A mapping entry a run does not record was not set: a run weighting Rebuttal only (or
-    none, class_weights null) differs from the default weights in Counterclaim too, and a run made before class
-    weights existed (no key at all) was unweighted, not at today's default weights."""
+    newer run away from it is. A class weight a run does not record is 1: a run weighting Rebuttal only (or none,
+    class_weights null) differs from the default weights in Counterclaim too, and a run made before class weights
+    existed (no key at all) was unweighted, not at today's default weights."""
     base = load_run(write_run(tmp_path / "a", "base", 0.5))
     assert base.settings["training.class_weights.Counterclaim"] == 4.0 and base.settings["training.class_weights.Rebuttal"] == 8.0
     older = load_run(write_run(tmp_path / "c", "older", 0.5))
@@ -98,7 +98,7 @@ def test_a_setting_only_one_run_sets_differs_from_the_others_default(tmp_path):
     rebuttal_only.settings.pop("training.class_weights.Counterclaim")
     assert differing_settings([base, rebuttal_only]) == ["training.class_weights.Counterclaim"]
     defaults = default_settings()
-    assert [setting_value(run, "training.class_weights.Counterclaim", defaults) for run in (base, rebuttal_only)] == [4.0, None]
+    assert [setting_value(run, "training.class_weights.Counterclaim", defaults) for run in (base, rebuttal_only)] == [4.0, 1.0]
 
     for run in (unweighted := load_run(write_run(tmp_path / "d", "unweighted", 0.5)), before := load_run(write_run(tmp_path / "e", "before", 0.5))):
         for key in [key for key in run.settings if key.startswith("training.class_weights")]:

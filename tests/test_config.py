@@ -91,5 +91,9 @@ def test_resuming_a_run_made_before_the_default_weights_is_a_difference():
     before = Config().model_dump(mode="json")
     del before["training"]["class_weights"]
     for old in (unweighted, before):
-        assert config_differences(old, today) == ["training.class_weights.Counterclaim: None -> 4.0", "training.class_weights.Rebuttal: None -> 8.0"]
+        assert config_differences(old, today) == ["training.class_weights.Counterclaim: 1.0 -> 4.0", "training.class_weights.Rebuttal: 1.0 -> 8.0"]
     assert config_differences(unweighted, before) == [] and config_differences(today, Config().model_dump(mode="json")) == []
+    # every class at 1 is the same training as null, whichever the run recorded
+    ones = Config().model_dump(mode="json")
+    ones["training"]["class_weights"] = {name: 1.0 for name in ones["training"]["class_weights"]}
+    assert config_differences(unweighted, ones) == [] == config_differences(ones, before)

@@ -376,13 +376,18 @@ def test_class_weights_scale_each_tokens_loss_by_its_class_and_are_validated():
     assert float(weighted) == pytest.approx(float((per_token * factor).sum() / n_labelled), rel=1e-5)
     assert float(plain) == pytest.approx(float(per_token.sum() / n_labelled), rel=1e-5)
     # The default weights Counterclaim 4, Rebuttal 8; --set changes one entry and keeps the other, with or without
-    # a config file, and a config's null (no weights) takes the entry alone.
-    assert load_config(None).training.class_weights == {"Counterclaim": 4.0, "Rebuttal": 8.0} == load_config("configs/default.yaml").training.class_weights
+    # a config file, and a config's null (no weights) takes the entry alone. The validated mapping names every class
+    # (those left out at 1), so a run's config.yaml records all seven.
+    def weighted(**named):
+        return {name: named.get(name.replace(" ", "_"), 1.0) for name in CLASSES}
+
+    assert load_config(None).training.class_weights == weighted(Counterclaim=4.0, Rebuttal=8.0) == load_config("configs/default.yaml").training.class_weights
     for config in (None, "configs/default.yaml", "configs/tune-example.yaml"):
-        assert load_config(config, {"training.class_weights.Rebuttal": 3}).training.class_weights == {"Counterclaim": 4.0, "Rebuttal": 3.0}
-    assert load_config("configs/longformer-large.yaml", {"training.class_weights.Rebuttal": 3}).training.class_weights == {"Rebuttal": 3.0}
+        assert load_config(config, {"training.class_weights.Rebuttal": 3}).training.class_weights == weighted(Counterclaim=4.0, Rebuttal=3.0)
+    assert load_config("configs/longformer-large.yaml", {"training.class_weights.Rebuttal": 3}).training.class_weights == weighted(Rebuttal=3.0)
     assert load_config(None, {"training.class_weights": None}).training.class_weights is None
-    assert load_config(None, {"training.class_weights": {"Claim": 2}}).training.class_weights == {"Claim": 2.0}
+    assert load_config(None, {"training.class_weights": {"Claim": 2}}).training.class_weights == weighted(Claim=2.0)
+    assert list(load_config(None, {"training.class_weights": {"Rebuttal": 2, "Claim": 3}}).training.class_weights) == list(CLASSES)
     for bad in ({"training.class_weights.Rebutal": 3}, {"training.class_weights.Rebuttal": 0}):
         with pytest.raises(UsageError, match="class_weights"):
             load_config(None, bad)

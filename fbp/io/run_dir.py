@@ -18,6 +18,7 @@ from .. import __version__
 from ..atomic import remove_stale_temporaries, write_atomic
 from ..config import Config, ThresholdConfig, read_decoding, validate_decoding
 from ..errors import FbpError, UsageError
+from ..labels import CLASSES
 from .decoder import DECODER_FILE
 from .run_record import EpochRecord, FoldRecord, RunRecord, read_run_json, validated  # noqa: F401  (their home before)
 from .run_settings import RESUMABLE_KEYS, config_differences, run_settings  # noqa: F401  (their home before)
@@ -204,6 +205,11 @@ class RunDir:
         from ..config import check_complete_decoding
 
         check_complete_decoding(validate_decoding(tree["decoding"], str(self.config_path)), str(self.config_path))
+        weights = tree["training"].get("class_weights")
+        unnamed = [name for name in CLASSES if name not in weights] if isinstance(weights, dict) else []
+        if unnamed:  # fbp records every class's weight: one missing would silently read as 1
+            raise FbpError(f"{self.config_path}: the run's class weights lack {', '.join(unnamed)}; fbp records all seven, so the "
+                           "run is damaged (a run made before 2026-12-06 may name only some: add the others with weight 1)")
         return tree
 
     def read_record(self) -> Optional[RunRecord]:

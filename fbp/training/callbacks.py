@@ -21,10 +21,14 @@ from .best_epoch import SELECTION_METRIC, improves, metric_key
 def epoch_records(log_history: List[Dict]) -> List[EpochRecord]:
     """Per-epoch records (loss, F1, per-class F1, saved) from the Trainer's log history, which survives resuming."""
     records: List[EpochRecord] = []
-    best, losses = None, []
+    best, losses, last_step = None, [], 0
     for entry in log_history:
         if "loss" in entry:
-            losses.append(entry["loss"])
+            # each logged loss is the mean over the optimizer steps since the last one: weigh it by them, so the
+            # epoch's loss is its steps' mean whatever the logging interval (the last interval is often shorter)
+            step = int(entry.get("step", last_step + 1))
+            losses.append((entry["loss"], max(step - last_step, 1)))
+            last_step = step
         if "eval_f1" in entry:
             f1 = entry["eval_f1"]
             score = entry.get(f"eval_{SELECTION_METRIC}", f1)
@@ -33,7 +37,7 @@ def epoch_records(log_history: List[Dict]) -> List[EpochRecord]:
             records.append(
                 EpochRecord(
                     epoch=int(round(entry["epoch"])),
-                    loss=sum(losses) / len(losses) if losses else None,
+                    loss=sum(loss * steps for loss, steps in losses) / sum(steps for _, steps in losses) if losses else None,
                     eval_loss=entry.get("eval_loss"),
                     f1=f1,
                     per_class={name: entry.get(f"eval_{metric_key(name)}") for name in CLASSES},
@@ -62,6 +66,10 @@ class EpochHook(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self.reporter.epochs_begin(self.fold, epoch_records(state.log_history))  # restored from a resumed checkpoint
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        control.should_log = True  # log the epoch's last steps before its evaluation: its loss covers all its steps
+        return control
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not metrics or "eval_f1" not in metrics:
