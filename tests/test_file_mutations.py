@@ -334,6 +334,33 @@ def test_run_config_yaml(tiny_run, tmp_path):
     assert outcomes["refused"] > 100
 
 
+def test_run_json_config(tiny_run, tmp_path):
+    """The copy of the run's config in run.json (the settings fbp compare shows): damaged, it is refused naming
+    run.json, or it reads as the same settings; never shown as another run's."""
+    from fbp.compare.reading import load_run
+    from fbp.io.run_dir import CORE_SETTINGS, run_settings
+
+    run = _copy_run(tiny_run, tmp_path)
+    file = run / "run.json"
+    record = json.loads(file.read_text())
+
+    from fbp.config import complete_settings, default_settings
+
+    def read():  # the settings compare shows, as it shows them (a key an older run lacks at what it meant), that
+        # make the run this run (its name, tracking... may change between invocations)
+        return run_settings(complete_settings(load_run(file).settings, default_settings()))
+
+    original = read()
+    outcomes = {"refused": 0, "same": 0}
+    for mutation, config in tree_mutations(record["config"]):
+        file.write_text(json.dumps({**record, "config": config}))
+        key = mutation.removesuffix(" removed")
+        if mutation.endswith(" removed") and key.count(".") == 1 and key not in CORE_SETTINGS:
+            continue  # a setting newer than the first fbp: an old run lacks it (as in test_run_config_yaml)
+        outcomes[check(read, original, file, mutation)] += 1
+    assert outcomes["refused"] > 100
+
+
 def test_user_config(tmp_path):
     """A config given to train/tune: NaN, infinity, negative, out of range, unknown keys refused naming the key,
     before any run directory is made."""

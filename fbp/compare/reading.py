@@ -95,8 +95,22 @@ def load_run(path: Path) -> RunSummary:
     if isinstance(content, dict) and "log_history" in content:
         return _from_trainer_state(path, content)
     if RunRecord.looks_like(content):
-        return _from_run_json(path, RunRecord.from_content(content, path))
+        return _from_run_json(path, _with_checked_config(RunRecord.from_content(content, path), path))
     raise FbpError(f"{path} is neither an fbp run.json (no 'folds' and 'config') nor a Hugging Face trainer_state.json (no 'log_history')")
+
+
+def _with_checked_config(record: RunRecord, path: Path) -> RunRecord:
+    """The record, once its copy of the run's config (the settings compare shows) passes the checks a run's
+    ``config.yaml`` does: complete, and valid settings. A damaged copy is refused, not shown as the run's settings."""
+    from ..config import validate_config
+    from ..io.run_dir import check_run_config
+
+    check_run_config(record.config, path)
+    try:
+        validate_config(record.config, f"{path} (the run's config)")
+    except UsageError as error:
+        raise FbpError(str(error)) from None
+    return record
 
 
 def _from_run_json(path: Path, record: RunRecord) -> RunSummary:

@@ -30,6 +30,30 @@ CORE_SETTINGS = ("data.processed_dir", "model.name", "windows.max_length", "wind
                  "training.epochs", "training.learning_rate", "training.batch_size", "training.seed", "decoding.min_words",
                  "decoding.min_confidence")
 
+
+def check_run_config(tree: Any, source: Union[str, Path]) -> Dict[str, Any]:
+    """A run's recorded config tree (its ``config.yaml``, or the copy in its ``run.json``), checked for what fbp
+    always writes: every section, the settings every fbp version wrote, both decoding tables, every class's weight.
+    One missing means the file was damaged (read as a default, it would be another run). FbpError naming ``source``."""
+    if not isinstance(tree, dict) or not all(isinstance(value, (dict, type(None), str)) for value in tree.values()):
+        raise FbpError(f"{source}: not a run's config (expected a mapping of sections: data, model, training, ...); the run is damaged")
+    missing = [section for section in ("data", "model", "windows", "training", "decoding") if not isinstance(tree.get(section), dict)]
+    if missing:
+        raise FbpError(f"{source}: the run's config lacks the section(s) {', '.join(missing)}; the run is damaged")
+    lacking = [key for key in CORE_SETTINGS if key.split(".")[1] not in tree[key.split(".")[0]]]
+    if lacking:  # settings every fbp wrote: one missing is damage, not an old run (newer ones read as their default)
+        raise FbpError(f"{source}: the run's config lacks {', '.join(lacking[:3])}; the run is damaged")
+    from ..config import check_complete_decoding
+
+    check_complete_decoding(validate_decoding(tree["decoding"], str(source)), str(source))
+    weights = tree["training"].get("class_weights")
+    unnamed = [name for name in CLASSES if name not in weights] if isinstance(weights, dict) else []
+    if unnamed:  # fbp records every class's weight: one missing would silently read as 1
+        raise FbpError(f"{source}: the run's class weights lack {', '.join(unnamed)}; fbp records all seven, so the run is "
+                       "damaged (a run made before fbp recorded all seven, 2026-12-06, may name only some: add the others with weight 1)")
+    return tree
+
+
 class TruthNotFound(FbpError):
     """A run does not lead to its ground truth (the command line then asks for it explicitly)."""
 
@@ -194,23 +218,7 @@ class RunDir:
             raise FbpError(str(error)) from None
         if tree is None:
             return {}
-        if not isinstance(tree, dict) or not all(isinstance(value, (dict, type(None), str)) for value in tree.values()):
-            raise FbpError(f"{self.config_path}: not a run's config (expected a mapping of sections: data, model, training, ...); the run is damaged")
-        missing = [section for section in ("data", "model", "windows", "training", "decoding") if not isinstance(tree.get(section), dict)]
-        if missing:  # fbp writes every section: one missing means the file was damaged (defaults would be another run)
-            raise FbpError(f"{self.config_path}: the run's config lacks the section(s) {', '.join(missing)}; the run is damaged")
-        lacking = [key for key in CORE_SETTINGS if key.split(".")[1] not in tree[key.split(".")[0]]]
-        if lacking:  # settings every fbp wrote: one missing is damage, not an old run (newer ones read as their default)
-            raise FbpError(f"{self.config_path}: the run's config lacks {', '.join(lacking[:3])}; the run is damaged")
-        from ..config import check_complete_decoding
-
-        check_complete_decoding(validate_decoding(tree["decoding"], str(self.config_path)), str(self.config_path))
-        weights = tree["training"].get("class_weights")
-        unnamed = [name for name in CLASSES if name not in weights] if isinstance(weights, dict) else []
-        if unnamed:  # fbp records every class's weight: one missing would silently read as 1
-            raise FbpError(f"{self.config_path}: the run's class weights lack {', '.join(unnamed)}; fbp records all seven, so the "
-                           "run is damaged (a run made before 2026-12-06 may name only some: add the others with weight 1)")
-        return tree
+        return check_run_config(tree, self.config_path)
 
     def read_record(self) -> Optional[RunRecord]:
         """``run.json``, validated; None when the run has none yet."""
