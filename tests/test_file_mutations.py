@@ -282,6 +282,15 @@ def test_ensemble_json(tiny_run, tmp_path):
     assert outcomes["refused"] > 10
 
 
+def _newer_setting_removed(mutation: str) -> bool:
+    """Whether a mutation removed a setting newer than the first fbp: a run made before it existed lacks it, and it
+    reads as its default (the documented rule for old runs), so refusing and reading are both right."""
+    from fbp.io.run_dir import CORE_SETTINGS
+
+    key = mutation.removesuffix(" removed")
+    return mutation.endswith(" removed") and key.count(".") == 1 and key not in CORE_SETTINGS
+
+
 def test_run_config_yaml(tiny_run, tmp_path):
     import yaml
 
@@ -309,16 +318,11 @@ def test_run_config_yaml(tiny_run, tmp_path):
         yield "alias bomb", ("a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}," * 1 + f"*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n" for i in range(8))).encode()
         yield "deep", ("x: " + "[" * 5000 + "]" * 5000 + "\n").encode()
 
-    from fbp.io.run_dir import CORE_SETTINGS
-
     outcomes = {"refused": 0, "same": 0}
     original = read()
     for mutation, content in mutations():
         file.write_bytes(content)
-        key = mutation.removesuffix(" removed")
-        if mutation.endswith(" removed") and key.count(".") == 1 and key not in CORE_SETTINGS:
-            # A setting newer than the first fbp: a run made before it existed lacks it, and it reads as its default
-            # (the documented rule for old runs). Such a file is either refused or read; both are allowed here.
+        if _newer_setting_removed(mutation):  # such a file is either refused or read; both are allowed here
             try:
                 read()
             except FbpError:
@@ -338,13 +342,12 @@ def test_run_json_config(tiny_run, tmp_path):
     """The copy of the run's config in run.json (the settings fbp compare shows): damaged, it is refused naming
     run.json, or it reads as the same settings; never shown as another run's."""
     from fbp.compare.reading import load_run
-    from fbp.io.run_dir import CORE_SETTINGS, run_settings
+    from fbp.config import complete_settings, default_settings
+    from fbp.io.run_dir import run_settings
 
     run = _copy_run(tiny_run, tmp_path)
     file = run / "run.json"
     record = json.loads(file.read_text())
-
-    from fbp.config import complete_settings, default_settings
 
     def read():  # the settings compare shows, as it shows them (a key an older run lacks at what it meant), that
         # make the run this run (its name, tracking... may change between invocations)
@@ -354,9 +357,8 @@ def test_run_json_config(tiny_run, tmp_path):
     outcomes = {"refused": 0, "same": 0}
     for mutation, config in tree_mutations(record["config"]):
         file.write_text(json.dumps({**record, "config": config}))
-        key = mutation.removesuffix(" removed")
-        if mutation.endswith(" removed") and key.count(".") == 1 and key not in CORE_SETTINGS:
-            continue  # a setting newer than the first fbp: an old run lacks it (as in test_run_config_yaml)
+        if _newer_setting_removed(mutation):
+            continue
         outcomes[check(read, original, file, mutation)] += 1
     assert outcomes["refused"] > 100
 

@@ -14,10 +14,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from ..config import flatten_config
+from ..config import flatten_config, validate_config
 from ..errors import FbpError, UsageError
 from ..figures import quoted_key, quoted_per_class
-from ..io.run_dir import RunDir, RunRecord, validated
+from ..io.run_dir import RunDir, RunRecord, check_run_config, validated
 from ..labels import CLASSES
 from ..training.best_epoch import improves, selection_score
 from . import live
@@ -102,9 +102,6 @@ def load_run(path: Path) -> RunSummary:
 def _with_checked_config(record: RunRecord, path: Path) -> RunRecord:
     """The record, once its copy of the run's config (the settings compare shows) passes the checks a run's
     ``config.yaml`` does: complete, and valid settings. A damaged copy is refused, not shown as the run's settings."""
-    from ..config import validate_config
-    from ..io.run_dir import check_run_config
-
     check_run_config(record.config, path)
     try:
         validate_config(record.config, f"{path} (the run's config)")

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 from .. import __version__
 from ..atomic import remove_stale_temporaries, write_atomic
-from ..config import Config, ThresholdConfig, read_decoding, validate_decoding
+from ..config import Config, ThresholdConfig, check_complete_decoding, read_decoding, validate_decoding
 from ..errors import FbpError, UsageError
 from ..labels import CLASSES
 from .decoder import DECODER_FILE
@@ -43,8 +43,6 @@ def check_run_config(tree: Any, source: Union[str, Path]) -> Dict[str, Any]:
     lacking = [key for key in CORE_SETTINGS if key.split(".")[1] not in tree[key.split(".")[0]]]
     if lacking:  # settings every fbp wrote: one missing is damage, not an old run (newer ones read as their default)
         raise FbpError(f"{source}: the run's config lacks {', '.join(lacking[:3])}; the run is damaged")
-    from ..config import check_complete_decoding
-
     check_complete_decoding(validate_decoding(tree["decoding"], str(source)), str(source))
     weights = tree["training"].get("class_weights")
     unnamed = [name for name in CLASSES if name not in weights] if isinstance(weights, dict) else []
