@@ -188,14 +188,21 @@ def _versions() -> Dict[str, str]:
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 
 
+def _vocabulary_words(tokenizer: Any, plain: bool) -> np.ndarray:
+    """The tokenizer's vocabulary as distinct words, sorted: its tokens without the word-piece marks (``##``, ``▁``,
+    ``Ġ``); ``plain`` keeps the words of ASCII letters only, else every non-empty one."""
+    words = {token.strip("#▁Ġ") for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))}
+    keep = (lambda word: word.isalpha() and word.isascii()) if plain else bool
+    return np.array(sorted(filter(keep, words)))
+
+
 def _sample_batch(tokenizer: Any, length: int, batch: int, seed: int) -> Dict[str, np.ndarray]:
     """Windows of random words from the tokenizer's vocabulary, made as fbp makes them (:func:`fbp.windows.make_windows`):
     ``batch`` windows of ``length`` tokens, the last one shorter when there are several (padding)."""
     from .windows import make_windows, model_features
 
     rng = np.random.default_rng(seed)
-    words = [token.strip("#▁Ġ") for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
-    words = np.array(sorted({word for word in words if word.isalpha() and word.isascii()}))
+    words = _vocabulary_words(tokenizer, plain=True)
     texts = [" ".join(rng.choice(words, length * 2)) for _ in range(batch)]
     windows = [make_windows(tokenizer, [text], length, min(8, length // 4))[0] for text in texts]
     if batch > 1:
@@ -215,8 +222,7 @@ def _tokenizer_json_check(checkpoint: Path, tokenizer: Any, meta: Any) -> Option
     if not path.is_file():
         return None
     rng = np.random.default_rng(3)
-    words = [token.strip("#▁Ġ") for token in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
-    words = sorted({word for word in words if word})
+    words = _vocabulary_words(tokenizer, plain=False)
     texts = [" ".join(rng.choice(words, meta.max_length * 3)) for _ in range(4)]
     texts += ["Café naïve résumé — “quoted” 😀 x\u200by\ttab\u00a0nbsp\u2028line ẞ ǅ ﬁ 日本語 " * 40, "", "one"]
     try:
