@@ -10,8 +10,8 @@ For each checkpoint:
    VNNI), keeping the classifier in fp32;
 4. both files are checked against PyTorch on windows of two other lengths and batch sizes (a trace that does not
    generalise, e.g. a length baked in, is refused, and that architecture runs on PyTorch only);
-5. the int8 model is checked on held-out essays of the checkpoint's own fold (competition F1 against PyTorch fp32's):
-   only when it keeps the spans does ``--runtime auto`` choose it.
+5. the int8 model is checked on held-out essays (competition F1 against PyTorch fp32's): processed essays outside
+   the run, else the checkpoint's own validation fold; only when it keeps the spans does ``--runtime auto`` choose it.
 The folder format is :mod:`fbp.io.onnx_export`'s.
 """
 
@@ -30,6 +30,7 @@ from .labels import LABELS
 OPSET = 17
 FP32_TOLERANCE = 1e-3  # largest token-probability difference from PyTorch an fp32 export may show
 INT8_SANITY = 0.5  # an int8 export further than this from PyTorch on random windows is broken, not merely lossy
+OUTSIDE_THE_RUN, VALIDATION_FOLD = "outside the run", "validation fold"  # where the int8 check's essays come from
 ARCHITECTURES = {"bert": "bert", "deberta-v2": "bert"}  # model_type -> the optimizer's model type (its BERT fusions)
 PYTORCH_ONLY = {  # architectures fbp's configs name that do not export, and why
     "longformer": "Longformer pads and chunks each sequence for its sliding-window attention with Python arithmetic on the length, "
@@ -56,7 +57,7 @@ def export_checkpoints(
     """Export every checkpoint of ``paths`` (checkpoints, run directories, a saved ensemble directory's members).
 
     An export that is current (same weights, files intact) is kept unless ``force``. ``check_essays``: how many
-    held-out essays of each fold check int8 (0: none; auto then does not choose int8). ``on_checkpoint(path)``
+    held-out essays check int8 (outside the run, else each fold's own) (0: none; auto then does not choose int8). ``on_checkpoint(path)``
     is called as each checkpoint starts; what it returns (if not None) is called with each step's name.
     """
     from .io.checkpoint import expand_checkpoints
@@ -311,7 +312,7 @@ class Int8Plan:
         return any(part in node_name for part in self.keep_fp32) and not any(part in node_name for part in self.skip_fp32)
 
 
-# Tried in order, fastest first: the first that keeps the spans on held-out essays of the fold becomes the int8 model.
+# Tried in order, fastest first: the first that keeps the spans on the held-out essays becomes the int8 model.
 # The feed-forward output projection reads GELU outputs, whose outliers one dynamic uint8 scale per tensor resolves
 # worst; the attention output projection is the next most sensitive (bench/RESULTS.md, "int8 that keeps the spans").
 INT8_PLANS = (
@@ -344,7 +345,7 @@ def _quantize(source: Path, target: Path, plan: Int8Plan = INT8_PLANS[0]) -> Dic
 def _int8_variant(fused: Path, target: Path, checks, checkpoint: Path, meta: Any, model: Any, tokenizer: Any, check_essays: int,
                   step: Step, notes: List[str]):
     """``(largest difference on the check windows, settings, quality)`` of the int8 model written to ``target``: the
-    first of :data:`INT8_PLANS` that keeps the spans on held-out essays of the checkpoint's fold; when none does, the
+    first of :data:`INT8_PLANS` that keeps the spans on held-out essays (:func:`_held_out_essays`); when none does, the
     fastest (an option for ``--runtime onnx-int8``, never ``auto``'s choice); without held-out essays, the fastest,
     unchecked."""
     held_out, why = _held_out_essays(checkpoint, meta, check_essays) if check_essays > 0 else (None, "")
@@ -354,7 +355,7 @@ def _int8_variant(fused: Path, target: Path, checks, checkpoint: Path, meta: Any
     if held_out is not None:
         from .word_probs import predict_word_probs
 
-        step(f"PyTorch fp32 on {len(held_out[0])} held-out essays of fold {meta.fold}, for the int8 check")
+        step(f"PyTorch fp32 on {len(held_out[0])} held-out essays ({held_out[3]}), for the int8 check")
         reference = dict(predict_word_probs(model, tokenizer, held_out[1], meta.max_length, meta.stride, 16, "cpu"))
     tried = []
     for number, plan in enumerate(INT8_PLANS):
@@ -368,7 +369,7 @@ def _int8_variant(fused: Path, target: Path, checks, checkpoint: Path, meta: Any
             continue
         quality = None
         if held_out is not None:
-            step(f"checking int8 ({plan.name}) against PyTorch on {len(held_out[0])} held-out essays of fold {meta.fold}")
+            step(f"checking int8 ({plan.name}) against PyTorch on {len(held_out[0])} held-out essays ({held_out[3]})")
             quality = _quality_check(checkpoint, held_out, reference, candidate, tokenizer, meta)
         tried.append((candidate, diff, settings, quality))
         if quality is None or quality.keeps_spans:
@@ -382,46 +383,58 @@ def _int8_variant(fused: Path, target: Path, checks, checkpoint: Path, meta: Any
     kept[0].rename(target)
     kept[2]["plans_tried"] = [item[2]["plan"] for item in tried]
     if kept[3] is not None and not kept[3].keeps_spans:
-        notes.append(f"int8 loses spans on {kept[3].essays} held-out essays with every plan tried (F1 {kept[3].f1:.4f} vs PyTorch "
+        notes.append(f"int8 loses spans on {kept[3].essays} held-out essays ({kept[3].essays_from}) with every plan tried (F1 {kept[3].f1:.4f} vs PyTorch "
                      f"{kept[3].torch_f1:.4f} with the fastest): auto uses fp32 ONNX")
     return kept[1], kept[2], kept[3]
 
 
 def _held_out_essays(checkpoint: Path, meta: Any, limit: int):
-    """Texts and true spans of up to ``limit`` essays of the checkpoint's validation fold (as the run's training
-    assigned folds; sorted by id), or None and why not."""
+    """Up to ``limit`` essays to check int8 on, as ``(ids, texts, true spans, where they come from)``, or None and why.
+
+    Processed essays outside the run come first: no fold trained on them and the run's learned decoder was not fitted
+    on them, so they judge int8 as ``fbp infer`` will meet it. When the run used every processed essay, the essays
+    of the checkpoint's own validation fold stand in (sorted by id); the learned decoder was fitted on their PyTorch
+    probabilities, so :func:`_quality_check` decodes those with the run's thresholds instead."""
     from .config import validate_config
-    from .io.run_dir import checkpoint_run
-    from .io.run_dir import RunDir
+    from .io.processed import load_processed
+    from .io.run_dir import RunDir, checkpoint_run
     from .training.loop import select_essays
 
     run_path = checkpoint_run(checkpoint)
     if run_path is None or meta.fold is None:
         return None, "int8 not checked on essays: the checkpoint is not a fold of a run (auto uses fp32 ONNX; --runtime onnx-int8 still works)"
     run = RunDir(run_path)
-    processed = run.processed_dir()
-    if processed is None or not processed.exists():
+    processed_dir = run.processed_dir()
+    if processed_dir is None or not processed_dir.exists():
         return None, f"int8 not checked on essays: the processed data of run {run_path} is not there (auto uses fp32 ONNX)"
-    essays, spans = select_essays(validate_config(run.read_config(), str(run.config_path)))
-    essays = essays[essays["fold"] == meta.fold].sort_values("id").head(limit)
-    if essays.empty:
+    processed = load_processed(processed_dir)
+    essays, spans = select_essays(validate_config(run.read_config(), str(run.config_path)), processed)
+    outside = processed.essays[~processed.essays["id"].isin(set(essays["id"]))]
+    if not outside.empty:
+        chosen, source, spans = outside.sort_values("id").head(limit), OUTSIDE_THE_RUN, processed.spans
+    else:
+        chosen, source = essays[essays["fold"] == meta.fold].sort_values("id").head(limit), VALIDATION_FOLD
+    if chosen.empty:
         return None, f"int8 not checked on essays: fold {meta.fold} of run {run_path} has no essays"
-    truth = spans[spans["id"].isin(set(essays["id"]))]
-    return (list(essays["id"]), list(essays["text"]), truth), ""
+    truth = spans[spans["id"].isin(set(chosen["id"]))]
+    return (list(chosen["id"]), list(chosen["text"]), truth, source), ""
 
 
 def _quality_check(checkpoint: Path, held_out, reference: Dict[int, np.ndarray], int8_path: Path, tokenizer: Any, meta: Any):
-    """The int8 model's competition F1 on the held-out essays against PyTorch fp32's (``reference``), each decoded
-    as ``fbp infer CHECKPOINT`` decodes (its run's learned decoder when the run chose it, else its thresholds): it keeps the spans when macro F1 is within MAX_MACRO_DROP and every class
-    within MAX_CLASS_DROP of PyTorch's, either way (a class that moves a lot is not kept, even upwards)."""
+    """The int8 model's competition F1 on the held-out essays against PyTorch fp32's (``reference``), both decoded
+    the same way (see :func:`_held_out_essays`): it keeps the spans when macro F1 is within MAX_MACRO_DROP and every
+    class within MAX_CLASS_DROP of PyTorch's, either way (a class that moves a lot is not kept, even upwards)."""
     from .decode import decode_essays
     from .infer import Member, resolve_decoder
     from .io.onnx_export import MAX_CLASS_DROP, MAX_MACRO_DROP, QualityCheck
     from .metric import score
     from .onnx_runtime import onnx_word_probs
 
-    ids, texts, truth = held_out
-    decoding, decoder, _ = resolve_decoder([Member.from_path(checkpoint)], "auto")  # what fbp infer CHECKPOINT decodes with
+    ids, texts, truth, source = held_out
+    # Outside the run: decoded as fbp infer CHECKPOINT decodes. On the validation fold the learned decoder would judge
+    # PyTorch on the very probabilities it was fitted to (biased against int8), so the run's thresholds decode there.
+    mode = "auto" if source == OUTSIDE_THE_RUN else "thresholds"
+    decoding, decoder, decoded_with = resolve_decoder([Member.from_path(checkpoint)], mode)
 
     def decoded(word_probs: Dict[int, np.ndarray]):
         by_id = {ids[i]: word_probs[i] for i in range(len(ids))}
@@ -433,5 +446,5 @@ def _quality_check(checkpoint: Path, held_out, reference: Dict[int, np.ndarray],
     keeps = abs(int8_result.f1 - torch_result.f1) <= MAX_MACRO_DROP and all(
         abs(int8_classes.get(name, 0.0) - value) <= MAX_CLASS_DROP for name, value in torch_classes.items())
     largest = max(float(np.abs(reference[i] - candidate[i]).max()) if len(reference[i]) else 0.0 for i in range(len(ids)))
-    return QualityCheck(essays=len(ids), torch_f1=torch_result.f1, f1=int8_result.f1, torch_per_class=torch_classes,
+    return QualityCheck(essays=len(ids), essays_from=source, decoded_with=decoded_with.split(" ", 1)[0], torch_f1=torch_result.f1, f1=int8_result.f1, torch_per_class=torch_classes,
                         per_class=int8_classes, max_word_prob_diff=largest, keeps_spans=keeps)

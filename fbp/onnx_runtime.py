@@ -2,8 +2,8 @@
 
 Runtimes: ``torch`` (the checkpoint's PyTorch model), ``onnx`` (its fp32 ONNX export, with ONNX Runtime's transformer
 fusions), ``onnx-int8`` (dynamic int8 weights). ``auto`` picks, on a CPU, the int8 export when ``fbp export`` checked
-that it keeps the spans (competition F1 on held-out essays of the checkpoint's fold within 0.005 macro and 0.01 per
-class of PyTorch's), else the fp32 export, else PyTorch; on a GPU, PyTorch. ``auto`` never exports by itself: an
+that it keeps the spans (competition F1 on held-out essays, outside the run or else of the checkpoint's fold, within
+0.005 macro and 0.01 per class of PyTorch's), else the fp32 export, else PyTorch; on a GPU, PyTorch. ``auto`` never exports by itself: an
 export takes a while, writes into the checkpoint (which may be read-only, e.g. a Kaggle dataset) and checks int8 on
 essays, which the user should choose to spend; fbp says when an export would help.
 

@@ -166,7 +166,7 @@ def test_each_architecture_trains_exports_and_infers_with_each_runtime(tmp_path,
     record = read_export(run / "fold_0")
     assert record.architecture == model_type
     quality = record.variants["onnx-int8"].quality
-    assert quality is not None and quality.essays == 4  # checked on the fold's own held-out essays
+    assert quality is not None and quality.essays == 4 and quality.essays_from == "outside the run"  # 30 of the 60 essays trained
     probs = {}
     for runtime in ("torch", "onnx", "onnx-int8"):
         result = run_cli("infer", run, "--input", essays, "-o", tmp_path / f"{runtime}.csv", "--save-probs", tmp_path / f"{runtime}.npz", "--runtime", runtime)
@@ -178,3 +178,42 @@ def test_each_architecture_trains_exports_and_infers_with_each_runtime(tmp_path,
     assert largest_int8 < 0.1
     ensemble = run_cli("ensemble", run / "fold_0", run / "fold_0", "--input", essays, "-o", tmp_path / "ens.csv", "--runtime", "onnx")
     assert ensemble.exit_code == 0 and "runtime: onnx (asked for)" in ensemble.output, ensemble.output
+
+
+def test_int8_check_reads_essays_outside_the_run_else_the_fold_decoded_with_thresholds(tmp_path, processed_demo, monkeypatch):
+    """The run's learned decoder was fitted on its validation essays' PyTorch probabilities: checking int8 there with it
+    would favour PyTorch. Essays outside the run come first, decoded as fbp infer decodes; a run that used every
+    essay is checked on its fold, decoded with its thresholds."""
+    import fbp.infer
+    from fbp.config import validate_config
+    from fbp.export import _held_out_essays
+    from fbp.io.checkpoint import read_checkpoint_meta
+    from fbp.io.run_dir import RunDir
+    from fbp.training.loop import select_essays
+
+    modes = []
+    real_resolve = fbp.infer.resolve_decoder
+
+    def recording_resolve(members, mode="auto", *args, **kwargs):
+        modes.append(mode)
+        return real_resolve(members, mode, *args, **kwargs)
+
+    monkeypatch.setattr(fbp.infer, "resolve_decoder", recording_resolve)
+    model = save_tiny_model("bert", tmp_path / "tiny-bert")
+    shrink = SHRINK[:SHRINK.index("--max-essays")]
+    for name, subset, source, mode in (("subset", ["--max-essays", "30"], "outside the run", "auto"), ("every-essay", [], "validation fold", "thresholds")):
+        run = tmp_path / name
+        trained = run_cli("train", CONFIGS / "default.yaml", "--data", processed_demo, "--model", model, "-o", run, *shrink, *subset)
+        assert trained.exit_code == 0, trained.output
+        run_essays, _ = select_essays(validate_config(RunDir(run).read_config(), "config"))
+        held_out, why = _held_out_essays(run / "fold_0", read_checkpoint_meta(run / "fold_0"), 5)
+        assert why == "" and held_out[3] == source and len(held_out[0]) == 5
+        inside = set(run_essays["id"])
+        fold_essays = set(run_essays.loc[run_essays["fold"] == 0, "id"])
+        assert (set(held_out[0]).isdisjoint(inside) if source == "outside the run" else set(held_out[0]) <= fold_essays)
+        assert set(held_out[2]["id"]) == set(held_out[0])  # the true spans of exactly those essays
+        [result] = export_checkpoints([run / "fold_0"], check_essays=5)
+        quality = result.record.variants["onnx-int8"].quality
+        assert quality.essays == 5 and quality.essays_from == source and modes[-1] == mode
+        assert quality.decoded_with == "thresholds"  # this run fitted no learned decoder (SHRINK turns it off)
+        assert read_export(run / "fold_0").variants["onnx-int8"].quality == quality  # recorded in export.json

@@ -18,12 +18,12 @@ def export_command(
     paths: List[Path] = typer.Argument(..., metavar="RUN_OR_CKPT...", help="Fold checkpoints, run directories (all their folds) or a saved ensemble directory (its members).", show_default=False),
     force: bool = typer.Option(False, "--force", help="Export again even when the export is current (same weights, files intact)."),
     check_essays: int = typer.Option(100, "--check-essays", min=0, metavar="N",
-                                     help="Held-out essays of each fold's own validation set that check int8 against PyTorch (competition F1); 0 skips the check, and then --runtime auto does not choose int8."),
+                                     help="Held-out essays that check int8 against PyTorch (competition F1): processed essays outside the run, else each fold's own validation essays; 0 skips the check, and then --runtime auto does not choose int8."),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also make the dynamic int8 model."),
 ) -> None:
     """ONNX models of fold checkpoints, for fbp infer --runtime and for use outside fbp.
 
-    Each checkpoint gets CHECKPOINT/onnx/: model.onnx (fp32, ONNX Runtime's transformer fusions), model_quantized.onnx (dynamic int8 weights, the classifier kept in fp32) and export.json (the versions that made them, the weights they came from, how closely each matches PyTorch). Both files are checked against PyTorch; int8 is also checked on held-out essays of the fold (F1 within 0.005 macro and 0.01 per class), and only then does --runtime auto choose it. Running it again is quick: a current export is kept; a checkpoint retrained since is exported again. docs/export.md describes the files for use without fbp.
+    Each checkpoint gets CHECKPOINT/onnx/: model.onnx (fp32, ONNX Runtime's transformer fusions), model_quantized.onnx (dynamic int8 weights, the classifier kept in fp32) and export.json (the versions that made them, the weights they came from, how closely each matches PyTorch). Both files are checked against PyTorch; int8 is also checked on held-out essays, outside the run where its processed data has some, else of the fold (F1 within 0.005 macro and 0.01 per class), and only then does --runtime auto choose it. Running it again is quick: a current export is kept; a checkpoint retrained since is exported again. docs/export.md describes the files for use without fbp.
 
     Examples:
 
@@ -52,7 +52,7 @@ def export_command(
 
 def _print_results(results, seconds: float) -> None:
     table = Table(title="ONNX exports", title_justify="left", caption="diff: largest token-probability difference from PyTorch fp32 on check windows; "
-                  "int8 F1: on held-out essays of the fold, against PyTorch's", caption_justify="left")
+                  "int8 F1: on held-out essays (outside the run, else of the fold), against PyTorch's", caption_justify="left")
     table.add_column("checkpoint", overflow="fold")
     table.add_column("status")
     table.add_column("fp32 diff", justify="right")

@@ -30,11 +30,15 @@ VARIANT_FILES = {"onnx": "model.onnx", "onnx-int8": "model_quantized.onnx"}  # r
 
 
 class QualityCheck(BaseModel):
-    """A variant's competition F1 against PyTorch fp32's on held-out essays of the checkpoint's own fold."""
+    """A variant's competition F1 against PyTorch fp32's on held-out essays, both decoded the same way."""
 
     model_config = ConfigDict(extra="forbid")
 
     essays: int
+    # "outside the run" (processed essays no fold trained on) or "validation fold" (the checkpoint's own, when the
+    # run used every essay); exports made before this field checked on the validation fold
+    essays_from: str = "validation fold"
+    decoded_with: str = "auto"  # "learned" | "thresholds"; "auto": what fbp infer chose, before this field existed
     torch_f1: float
     f1: float
     torch_per_class: Dict[str, float]
