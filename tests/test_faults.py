@@ -122,6 +122,22 @@ def test_a_training_killed_at_any_point_resumes_to_the_same_run(workspace, tmp_p
     assert not leftovers(tmp_path), leftovers(tmp_path)
 
 
+def test_a_training_with_its_own_head_learning_rate_resumes_to_the_same_run(workspace, tmp_path):
+    """The head's optimizer groups are rebuilt the same way on resume, so the saved optimizer state fits them."""
+    train = [*workspace["train"], "--set", "training.head_learning_rate=2e-2"]
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    assert_ok(fbp(*train, cwd=reference))
+    assert comparable_summary(reference / "run") != comparable_summary(workspace["reference"])  # the rate is used
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    assert_killed(fbp(*train, cwd=killed, crash_at="train_step@3"), "train_step@3")
+    resumed = fbp(*train, cwd=killed)
+    assert_ok(resumed)
+    assert "resuming fold 0 from checkpoint-2" in output(resumed), output(resumed)[-3000:]
+    assert_same_run(killed / "run", reference / "run")
+
+
 def test_a_killed_preprocess_leaves_nothing_and_reruns_to_the_same_data(workspace, tmp_path):
     import pandas as pd
 

@@ -351,3 +351,34 @@ def test_early_stopping_ends_a_fold_after_patience_epochs_without_a_better_score
     fold = train_run(config, tmp_path / "run")["folds"][0]
     assert [epoch["epoch"] for epoch in fold["epochs"]] == [1, 2, 3]  # the best, then 2 epochs of patience
     assert fold["best_epoch"] == 1 and [epoch["saved"] for epoch in fold["epochs"]] == [True, False, False]
+
+
+def test_the_head_learns_at_its_own_rate_and_the_encoder_at_the_base_rate(tmp_path):
+    """``training.head_learning_rate``: the random head gets its own optimizer groups (decay and no decay kept apart),
+    the scheduler scales both rates, and no parameter is lost or counted twice."""
+    from transformers import TrainingArguments
+    from tiny_models import tiny_bert
+
+    from fbp.training.trainer import WordLevelTrainer, head_parameter_names
+
+    model = tiny_bert()
+    assert set(head_parameter_names(model)) == {"classifier.weight", "classifier.bias"}
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.01, warmup_steps=0,
+                             lr_scheduler_type="linear", use_cpu=True, report_to=[])
+    for head_rate, rates in ((None, {1e-4}), (3e-3, {1e-4, 3e-3})):
+        trainer = WordLevelTrainer(model=model, args=args, head_learning_rate=head_rate)
+        trainer.create_optimizer_and_scheduler(num_training_steps=10)
+        groups = trainer.optimizer.param_groups
+        params = [id(parameter) for group in groups for parameter in group["params"]]
+        assert len(params) == len(set(params)) == len(list(model.parameters()))
+        assert set(trainer.lr_scheduler.get_last_lr()) == rates
+        names = {id(parameter): name for name, parameter in model.named_parameters()}
+        if head_rate:  # each group all head or all encoder; the head's weight decays, its bias does not, as in the encoder
+            for group in groups:
+                in_head = {names[id(parameter)].startswith("classifier.") for parameter in group["params"]}
+                assert len(in_head) == 1 and group["lr"] == (head_rate if in_head == {True} else 1e-4)
+            head_groups = {names[id(group["params"][0])]: group["weight_decay"] for group in groups if group["lr"] == head_rate}
+            assert head_groups == {"classifier.weight": 0.01, "classifier.bias": 0.0}
+        for _ in range(5):
+            trainer.lr_scheduler.step()
+        assert sorted(trainer.lr_scheduler.get_last_lr()) == sorted(rate / 2 for rate in [group["initial_lr"] for group in groups])

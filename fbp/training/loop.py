@@ -348,6 +348,7 @@ def train_fold(config: Config, run: RunDir, essays: pd.DataFrame, spans: pd.Data
         # exact under DDP and gradient accumulation; training.class_weights / begin_weight weight the labels' tokens
         compute_loss_func=functools.partial(token_classification_loss, label_weights=class_label_weights(training.class_weights, training.begin_weight)),
         compute_metrics=evaluator,
+        head_learning_rate=training.head_learning_rate,
         preprocess_logits_for_metrics=WordLevelTrainer.probabilities,
         callbacks=callbacks,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -48,9 +48,18 @@ class WordLevelTrainer(Trainer):
     """The Hugging Face Trainer, evaluating windows in dataset order so each maps back to its essay, and training
     on length-grouped batches in random order (:class:`ShuffledLengthGroupedSampler`)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, head_learning_rate: Optional[float] = None, **kwargs):
         quiet_trainer_bookkeeping()  # its checkpoint-sorting remarks would break through the live display
+        self.head_learning_rate = head_learning_rate
         super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        made_here = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if made_here and self.head_learning_rate is not None:
+            # Before the scheduler reads each group's learning rate, and before a resume loads the optimizer's state.
+            separate_head_groups(optimizer, self.model if model is None else model, self.head_learning_rate)
+        return optimizer
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy != "group_by_length":
@@ -76,6 +85,25 @@ class WordLevelTrainer(Trainer):
     def probabilities(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Softmax on the device, kept as float16: half the memory for the gathered validation predictions."""
         return torch.softmax(logits.float(), dim=-1).to(torch.float16)
+
+
+def head_parameter_names(model: torch.nn.Module) -> List[str]:
+    """Names of the parameters outside the pretrained encoder (``model.base_model``): the head a token classifier draws at random."""
+    encoder = {id(parameter) for parameter in model.base_model.parameters()}
+    return [name for name, parameter in model.named_parameters() if id(parameter) not in encoder]
+
+
+def separate_head_groups(optimizer: torch.optim.Optimizer, model: torch.nn.Module, head_learning_rate: float) -> None:
+    """Move the head's parameters out of each of the optimizer's groups into a group of their own (same settings,
+    ``head_learning_rate``): a random head learns fast while the pretrained encoder keeps its smaller rate."""
+    head_names = set(head_parameter_names(model))
+    head = {id(parameter) for name, parameter in model.named_parameters() if name in head_names}
+    for group in list(optimizer.param_groups):
+        head_params = [parameter for parameter in group["params"] if id(parameter) in head]
+        if head_params:
+            group["params"] = [parameter for parameter in group["params"] if id(parameter) not in head]
+            optimizer.add_param_group({**{key: value for key, value in group.items() if key != "params"}, "params": head_params, "lr": head_learning_rate})
+    optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
 
 
 def validation_loss(token_probs: np.ndarray, token_labels: np.ndarray) -> float:
