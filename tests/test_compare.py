@@ -261,3 +261,24 @@ def test_a_run_in_training_shows_its_time_so_far_and_an_interrupted_one_its_reco
     assert 149 <= running.train_seconds <= 160  # the recorded 100 s and the 50 s since
     stopped = load_run(path)  # the lock is gone: interrupted, with the time recorded when it stopped
     assert stopped.status == "interrupted" and stopped.train_seconds == 100.0
+
+
+def test_a_run_made_before_the_head_learning_rate_trained_its_head_at_learning_rate(tmp_path):
+    """``training.head_learning_rate`` came with a default (2e-3) that older runs did not train with: a run that lacks
+    it reads as null (the head at learning_rate) in compare, and in its config.yaml for a resume, not as 2e-3."""
+    import yaml
+
+    new = load_run(write_run(tmp_path / "new", "new", 0.5))
+    assert new.settings["training.head_learning_rate"] == 2e-3
+    older_path = write_run(tmp_path / "older", "older", 0.5)
+    content = json.loads(older_path.read_text())
+    del content["config"]["training"]["head_learning_rate"]
+    older_path.write_text(json.dumps(content))
+    config_yaml = tmp_path / "older" / "config.yaml"
+    tree = yaml.safe_load(config_yaml.read_text())
+    del tree["training"]["head_learning_rate"]
+    config_yaml.write_text(yaml.safe_dump(tree))
+    older = load_run(older_path)
+    assert older.settings["training.head_learning_rate"] is None
+    assert differing_settings([new, older]) == ["training.head_learning_rate"]
+    assert RunDir(tmp_path / "older").read_config()["training"]["head_learning_rate"] is None

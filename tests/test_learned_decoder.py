@@ -168,6 +168,8 @@ def test_saved_decoder_gives_identical_predictions(fitted, essays, tmp_path):
         ("newer", "json"),
         ("truncated model", "model"),
         ("missing model", "model"),
+        ("a level dropped", "json"),  # still valid settings, but not the ones the models were fitted with
+        ("a rule's threshold changed", "json"),
     ],
 )
 def test_a_bad_decoder_file_gives_one_clear_error_naming_it(fitted, tmp_path, damage, names):
@@ -186,6 +188,13 @@ def test_a_bad_decoder_file_gives_one_clear_error_naming_it(fitted, tmp_path, da
         model_path.write_text(model_path.read_text()[:500])
     elif damage == "missing model":
         model_path.unlink()
+    elif damage == "a level dropped":
+        stored["settings"]["levels"] = stored["settings"]["levels"][1:]
+        path.write_text(json.dumps(stored))
+    elif damage == "a rule's threshold changed":
+        rule = next(rule for rule in stored["rules"].values() if rule["threshold"] is not None)
+        rule["threshold"] = rule["threshold"] / 2
+        path.write_text(json.dumps(stored))
     with pytest.raises(FbpError) as error:
         load_decoder(path)
     message = str(error.value)
@@ -463,6 +472,16 @@ def test_the_rare_classes_lower_levels_are_on_by_default_the_rest_off():
     settings = DecoderSettings()
     assert settings.rare_levels == (0.02, 0.05) and settings.rare_classes == ("Counterclaim", "Rebuttal")
     assert (settings.sub_span, settings.stretch, settings.context_features) == (0.0, 0, False)
+
+
+def test_a_decoder_saved_without_its_content_checksum_loads_as_before(fitted, essays, tmp_path):
+    """Decoders saved before content_sha256 existed lack it; they are read (and decode) exactly as before."""
+    probs, _ = essays
+    path = save_decoder(fitted.decoder, decoder_path(tmp_path))
+    stored = json.loads(path.read_text())
+    assert len(stored.pop("content_sha256")) == 64
+    path.write_text(json.dumps(stored))
+    pd.testing.assert_frame_equal(load_decoder(path).decode(probs), fitted.decoder.decode(probs))
 
 
 def test_a_decoder_saved_before_the_second_stage_settings_loads_as_fitted(fitted, essays, tmp_path):

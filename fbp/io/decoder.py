@@ -2,7 +2,8 @@
 
 ``learned_decoder.json`` holds the format name and version, the classes, the feature names, the candidate and
 fitting settings, each class's selection rule (score threshold, cap on spans per essay) and, for each model,
-the file it lives in with that file's SHA-256, so a model file swapped or cut short is caught. Nothing is pickled.
+the file it lives in with that file's SHA-256, so a model file swapped or cut short is caught; ``content_sha256``
+covers the rest, so a setting or rule changed into another valid value is caught too. Nothing is pickled.
 
 The JSON and its models are one pair, written and read as one: each model file is named by its content
 (``learned_decoder.<sha256[:16]>.lgb.txt``), so a new fit never overwrites a file an earlier JSON points to. The
@@ -117,6 +118,9 @@ class _Stored(BaseModel):
     rules: Dict[str, _Rule]
     models: List[_Model] = Field(min_length=1, max_length=len(CLASSES))
     info: Dict[str, Any] = {}
+    # SHA-256 of everything above but info (see _content_digest): a setting, rule or feature edited into another valid
+    # value would decode differently from what was fitted. Decoders saved before 2026-12-07 have none.
+    content_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _every_class_once(self) -> "_Stored":
@@ -147,6 +151,12 @@ def _validated(path: Path, stored: Any) -> _Stored:
         raise FbpError(f"{path}: {where}: {first['msg'].removeprefix('Value error, ')} (got {shown}); refit the decoder (fbp evaluate RUN --tune)") from None
 
 
+def _content_digest(checked: _Stored) -> str:
+    """SHA-256 of the validated content that decides the spans (classes, features, settings, rules, models)."""
+    content = checked.model_dump(mode="json", include={"format", "version", "classes", "feature_names", "settings", "rules", "models"})
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def save_decoder(decoder, path: Union[str, Path]) -> Path:
     """Write ``decoder`` (a :class:`fbp.learned_decoder.LearnedDecoder`) as ``path`` (a .json) plus its model files."""
     path = Path(path)
@@ -172,6 +182,7 @@ def save_decoder(decoder, path: Union[str, Path]) -> Path:
         "models": models,
         "info": decoder.info,
     }
+    stored["content_sha256"] = _content_digest(_Stored.model_validate(stored))
     write_atomic(path, json.dumps(stored, indent=2))  # the new pair takes effect here, at once
     kept = {entry["file"] for entry in models}
     for old in _model_files(path):
@@ -210,6 +221,9 @@ def _load_pair(path: Path):
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise FbpError(f"{path} is not a valid fbp learned decoder (unreadable JSON: {str(error)[:200]})") from None
     checked = _validated(path, stored)
+    if checked.content_sha256 is not None and checked.content_sha256 != _content_digest(checked):
+        raise FbpError(f"{path}: its settings, rules or model list were changed after the decoder was fitted (they do not match "
+                       "its content_sha256); refit the decoder (fbp evaluate RUN --tune)")
     if tuple(checked.classes) != CLASSES:
         raise FbpError(f"{path}: the decoder's classes {list(checked.classes)[:8]} are not fbp's {list(CLASSES)}")
     settings = DecoderSettings.from_dict(checked.settings.model_dump())
