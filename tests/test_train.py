@@ -344,9 +344,9 @@ def test_a_fold_trains_the_same_whatever_ran_before_it_in_the_process(tmp_path, 
 def test_early_stopping_ends_a_fold_after_patience_epochs_without_a_better_score(tmp_path, processed_demo, tiny_model_dir):
     from fbp.training.loop import train_run
 
-    # A learning rate too small to change anything: every epoch scores the same, so none after the first is better.
+    # A learning rate too small to change anything (the head's too): every epoch scores the same, so none after the first is better.
     config = tiny_config(processed_demo, tiny_model_dir, **{
-        "data.train_folds": [0], "data.max_essays": 16, "training.epochs": 6, "training.learning_rate": 1e-30,
+        "data.train_folds": [0], "data.max_essays": 16, "training.epochs": 6, "training.learning_rate": 1e-30, "training.head_learning_rate": None,
         "training.early_stopping_patience": 2, "windows.max_length": 64, "windows.stride": 16, "tracking.wandb": "disabled"})
     fold = train_run(config, tmp_path / "run")["folds"][0]
     assert [epoch["epoch"] for epoch in fold["epochs"]] == [1, 2, 3]  # the best, then 2 epochs of patience
