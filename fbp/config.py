@@ -73,7 +73,7 @@ DEFAULT_CLASS_WEIGHTS = {"Counterclaim": 4.0, "Rebuttal": 8.0}
 class TrainingConfig(Section):
     epochs: int = Field(3, ge=1, le=10_000)
     learning_rate: float = Field(2e-4, gt=0, le=10)
-    head_learning_rate: Optional[float] = Field(2e-3, gt=0, le=10, description="Learning rate of the classification head, which starts random; null: learning_rate. The pretrained encoder keeps learning_rate.")
+    head_learning_rate: Optional[float] = Field(6e-3, gt=0, le=10, description="Learning rate of the classification head, which starts random; null: learning_rate. The pretrained encoder keeps learning_rate.")
     weight_decay: float = Field(0.01, ge=0, le=100)
     warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of the training steps spent warming up.")
     scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] = "linear"

@@ -264,12 +264,12 @@ def test_a_run_in_training_shows_its_time_so_far_and_an_interrupted_one_its_reco
 
 
 def test_a_run_made_before_the_head_learning_rate_trained_its_head_at_learning_rate(tmp_path):
-    """``training.head_learning_rate`` came with a default (2e-3) that older runs did not train with: a run that lacks
-    it reads as null (the head at learning_rate) in compare, and in its config.yaml for a resume, not as 2e-3."""
+    """``training.head_learning_rate`` came with a default (6e-3) that older runs did not train with: a run that lacks
+    it reads as null (the head at learning_rate) in compare, and in its config.yaml for a resume, not as 6e-3."""
     import yaml
 
     new = load_run(write_run(tmp_path / "new", "new", 0.5))
-    assert new.settings["training.head_learning_rate"] == 2e-3
+    assert new.settings["training.head_learning_rate"] == 6e-3
     older_path = write_run(tmp_path / "older", "older", 0.5)
     content = json.loads(older_path.read_text())
     del content["config"]["training"]["head_learning_rate"]

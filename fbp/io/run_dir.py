@@ -30,7 +30,7 @@ CORE_SETTINGS = ("data.processed_dir", "model.name", "windows.max_length", "wind
                  "training.epochs", "training.learning_rate", "training.batch_size", "training.seed", "decoding.min_words",
                  "decoding.min_confidence")
 # Settings added with a default other than what runs made before them did: a run that lacks one trained with this.
-BEFORE_RECORDED = {("training", "head_learning_rate"): None}  # added 2026-12-07 at 2e-3; before, the head learned at learning_rate
+BEFORE_RECORDED = {("training", "head_learning_rate"): None}  # added 2026-12-07 (now 6e-3); before, the head learned at learning_rate
 
 
 def check_run_config(tree: Any, source: Union[str, Path]) -> Dict[str, Any]:
