@@ -247,7 +247,10 @@ def default_settings() -> Dict[str, Any]:
 
 
 # Settings whose default changed: what a run that does not record them had.
-FORMER_DEFAULTS: Dict[str, Any] = {"training.class_weights": None}  # unweighted until 2026-12-06
+FORMER_DEFAULTS: Dict[str, Any] = {
+    "training.class_weights": None,  # unweighted until 2026-12-06
+    "training.head_learning_rate": None,  # the head at learning_rate until 2026-12-07
+}
 # What a class a mapping does not name has (None where not listed: no minimum, for the decoding tables).
 UNNAMED_ENTRY: Dict[str, Any] = {"training.class_weights": 1.0}
 

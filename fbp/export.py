@@ -30,7 +30,6 @@ from .labels import LABELS
 OPSET = 17
 FP32_TOLERANCE = 1e-3  # largest token-probability difference from PyTorch an fp32 export may show
 INT8_SANITY = 0.5  # an int8 export further than this from PyTorch on random windows is broken, not merely lossy
-OUTSIDE_THE_RUN, VALIDATION_FOLD = "outside the run", "validation fold"  # where the int8 check's essays come from
 ARCHITECTURES = {"bert": "bert", "deberta-v2": "bert"}  # model_type -> the optimizer's model type (its BERT fusions)
 PYTORCH_ONLY = {  # architectures fbp's configs name that do not export, and why
     "longformer": "Longformer pads and chunks each sequence for its sliding-window attention with Python arithmetic on the length, "
@@ -396,6 +395,7 @@ def _held_out_essays(checkpoint: Path, meta: Any, limit: int):
     of the checkpoint's own validation fold stand in (sorted by id); the learned decoder was fitted on their PyTorch
     probabilities, so :func:`_quality_check` decodes those with the run's thresholds instead."""
     from .config import validate_config
+    from .io.onnx_export import OUTSIDE_THE_RUN, VALIDATION_FOLD
     from .io.processed import load_processed
     from .io.run_dir import RunDir, checkpoint_run
     from .training.loop import select_essays
@@ -408,15 +408,15 @@ def _held_out_essays(checkpoint: Path, meta: Any, limit: int):
     if processed_dir is None or not processed_dir.exists():
         return None, f"int8 not checked on essays: the processed data of run {run_path} is not there (auto uses fp32 ONNX)"
     processed = load_processed(processed_dir)
-    essays, spans = select_essays(validate_config(run.read_config(), str(run.config_path)), processed)
+    essays, _ = select_essays(validate_config(run.read_config(), str(run.config_path)), processed)
     outside = processed.essays[~processed.essays["id"].isin(set(essays["id"]))]
     if not outside.empty:
-        chosen, source, spans = outside.sort_values("id").head(limit), OUTSIDE_THE_RUN, processed.spans
+        chosen, source = outside.sort_values("id").head(limit), OUTSIDE_THE_RUN
     else:
         chosen, source = essays[essays["fold"] == meta.fold].sort_values("id").head(limit), VALIDATION_FOLD
     if chosen.empty:
         return None, f"int8 not checked on essays: fold {meta.fold} of run {run_path} has no essays"
-    truth = spans[spans["id"].isin(set(chosen["id"]))]
+    truth = processed.spans[processed.spans["id"].isin(set(chosen["id"]))]
     return (list(chosen["id"]), list(chosen["text"]), truth, source), ""
 
 
@@ -426,7 +426,7 @@ def _quality_check(checkpoint: Path, held_out, reference: Dict[int, np.ndarray],
     class within MAX_CLASS_DROP of PyTorch's, either way (a class that moves a lot is not kept, even upwards)."""
     from .decode import decode_essays
     from .infer import Member, resolve_decoder
-    from .io.onnx_export import MAX_CLASS_DROP, MAX_MACRO_DROP, QualityCheck
+    from .io.onnx_export import MAX_CLASS_DROP, MAX_MACRO_DROP, OUTSIDE_THE_RUN, QualityCheck
     from .metric import score
     from .onnx_runtime import onnx_word_probs
 
@@ -434,7 +434,7 @@ def _quality_check(checkpoint: Path, held_out, reference: Dict[int, np.ndarray],
     # Outside the run: decoded as fbp infer CHECKPOINT decodes. On the validation fold the learned decoder would judge
     # PyTorch on the very probabilities it was fitted to (biased against int8), so the run's thresholds decode there.
     mode = "auto" if source == OUTSIDE_THE_RUN else "thresholds"
-    decoding, decoder, decoded_with = resolve_decoder([Member.from_path(checkpoint)], mode)
+    decoding, decoder, _ = resolve_decoder([Member.from_path(checkpoint)], mode)
 
     def decoded(word_probs: Dict[int, np.ndarray]):
         by_id = {ids[i]: word_probs[i] for i in range(len(ids))}
@@ -446,5 +446,5 @@ def _quality_check(checkpoint: Path, held_out, reference: Dict[int, np.ndarray],
     keeps = abs(int8_result.f1 - torch_result.f1) <= MAX_MACRO_DROP and all(
         abs(int8_classes.get(name, 0.0) - value) <= MAX_CLASS_DROP for name, value in torch_classes.items())
     largest = max(float(np.abs(reference[i] - candidate[i]).max()) if len(reference[i]) else 0.0 for i in range(len(ids)))
-    return QualityCheck(essays=len(ids), essays_from=source, decoded_with=decoded_with.split(" ", 1)[0], torch_f1=torch_result.f1, f1=int8_result.f1, torch_per_class=torch_classes,
+    return QualityCheck(essays=len(ids), essays_from=source, decoded_with="learned" if decoder is not None else "thresholds", torch_f1=torch_result.f1, f1=int8_result.f1, torch_per_class=torch_classes,
                         per_class=int8_classes, max_word_prob_diff=largest, keeps_spans=keeps)

@@ -265,7 +265,7 @@ def test_a_run_in_training_shows_its_time_so_far_and_an_interrupted_one_its_reco
 
 def test_a_run_made_before_the_head_learning_rate_trained_its_head_at_learning_rate(tmp_path):
     """``training.head_learning_rate`` came with a default (6e-3) that older runs did not train with: a run that lacks
-    it reads as null (the head at learning_rate) in compare, and in its config.yaml for a resume, not as 6e-3."""
+    it reads as null (the head at learning_rate) in compare, and when its config.yaml is resumed, not as 6e-3."""
     import yaml
 
     new = load_run(write_run(tmp_path / "new", "new", 0.5))
@@ -279,6 +279,10 @@ def test_a_run_made_before_the_head_learning_rate_trained_its_head_at_learning_r
     del tree["training"]["head_learning_rate"]
     config_yaml.write_text(yaml.safe_dump(tree))
     older = load_run(older_path)
-    assert older.settings["training.head_learning_rate"] is None
+    assert setting_value(older, "training.head_learning_rate", default_settings()) is None
     assert differing_settings([new, older]) == ["training.head_learning_rate"]
-    assert RunDir(tmp_path / "older").read_config()["training"]["head_learning_rate"] is None
+    # Resuming it with today's config: another run (its head trained at learning_rate), so it is refused.
+    from fbp.io.run_settings import config_differences
+
+    current = Config.model_validate({"name": "older", "training": {"learning_rate": 5e-5}}).model_dump(mode="json")  # as write_run made it
+    assert config_differences(RunDir(tmp_path / "older").read_config(), current) == ["training.head_learning_rate: None -> 0.006"]

@@ -29,6 +29,9 @@ FORMAT = "fbp-onnx-v1"
 VARIANT_FILES = {"onnx": "model.onnx", "onnx-int8": "model_quantized.onnx"}  # runtime name -> file
 
 
+OUTSIDE_THE_RUN, VALIDATION_FOLD = "outside the run", "validation fold"  # where a QualityCheck's essays came from
+
+
 class QualityCheck(BaseModel):
     """A variant's competition F1 against PyTorch fp32's on held-out essays, both decoded the same way."""
 
@@ -37,7 +40,7 @@ class QualityCheck(BaseModel):
     essays: int
     # "outside the run" (processed essays no fold trained on) or "validation fold" (the checkpoint's own, when the
     # run used every essay); exports made before this field checked on the validation fold
-    essays_from: str = "validation fold"
+    essays_from: str = VALIDATION_FOLD
     decoded_with: str = "auto"  # "learned" | "thresholds"; "auto": what fbp infer chose, before this field existed
     torch_f1: float
     f1: float

@@ -29,15 +29,12 @@ from .lock import LOCK_FILE, RunLock, holder_running  # noqa: F401  (the lock an
 CORE_SETTINGS = ("data.processed_dir", "model.name", "windows.max_length", "windows.stride", "windows.label_subtokens",
                  "training.epochs", "training.learning_rate", "training.batch_size", "training.seed", "decoding.min_words",
                  "decoding.min_confidence")
-# Settings added with a default other than what runs made before them did: a run that lacks one trained with this.
-BEFORE_RECORDED = {("training", "head_learning_rate"): None}  # added 2026-12-07 (now 6e-3); before, the head learned at learning_rate
 
 
 def check_run_config(tree: Any, source: Union[str, Path]) -> Dict[str, Any]:
     """A run's recorded config tree (its ``config.yaml``, or the copy in its ``run.json``), checked for what fbp
     always writes: every section, the settings every fbp version wrote, both decoding tables, every class's weight.
-    One missing means the file was damaged (read as a default, it would be another run). FbpError naming ``source``.
-    A setting of :data:`BEFORE_RECORDED` that an older run lacks is filled in, in place, with what that run used."""
+    One missing means the file was damaged (read as a default, it would be another run). FbpError naming ``source``."""
     if not isinstance(tree, dict) or not all(isinstance(value, (dict, type(None), str)) for value in tree.values()):
         raise FbpError(f"{source}: not a run's config (expected a mapping of sections: data, model, training, ...); the run is damaged")
     missing = [section for section in ("data", "model", "windows", "training", "decoding") if not isinstance(tree.get(section), dict)]
@@ -47,8 +44,6 @@ def check_run_config(tree: Any, source: Union[str, Path]) -> Dict[str, Any]:
     if lacking:  # settings every fbp wrote: one missing is damage, not an old run (newer ones read as their default)
         raise FbpError(f"{source}: the run's config lacks {', '.join(lacking[:3])}; the run is damaged")
     check_complete_decoding(validate_decoding(tree["decoding"], str(source)), str(source))
-    for (section, key), value in BEFORE_RECORDED.items():
-        tree[section].setdefault(key, value)  # in place: what reads the tree next (fbp compare, a resume) sees it
     weights = tree["training"].get("class_weights")
     unnamed = [name for name in CLASSES if name not in weights] if isinstance(weights, dict) else []
     if unnamed:  # fbp records every class's weight: one missing would silently read as 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import pandas as pd
@@ -87,21 +87,15 @@ class WordLevelTrainer(Trainer):
         return torch.softmax(logits.float(), dim=-1).to(torch.float16)
 
 
-def head_parameter_names(model: torch.nn.Module) -> List[str]:
-    """Names of the parameters outside the pretrained encoder (``model.base_model``): the head a token classifier draws at random."""
-    encoder = {id(parameter) for parameter in model.base_model.parameters()}
-    return [name for name, parameter in model.named_parameters() if id(parameter) not in encoder]
-
-
 def separate_head_groups(optimizer: torch.optim.Optimizer, model: torch.nn.Module, head_learning_rate: float) -> None:
-    """Move the head's parameters out of each of the optimizer's groups into a group of their own (same settings,
-    ``head_learning_rate``): a random head learns fast while the pretrained encoder keeps its smaller rate."""
-    head_names = set(head_parameter_names(model))
-    head = {id(parameter) for name, parameter in model.named_parameters() if name in head_names}
+    """Move the head's parameters (those outside the pretrained encoder, ``model.base_model``) out of each of the
+    optimizer's groups into a group of their own (same settings, ``head_learning_rate``): a random head learns fast
+    while the pretrained encoder keeps its smaller rate."""
+    encoder = {id(parameter) for parameter in model.base_model.parameters()}
     for group in list(optimizer.param_groups):
-        head_params = [parameter for parameter in group["params"] if id(parameter) in head]
+        head_params = [parameter for parameter in group["params"] if id(parameter) not in encoder]
         if head_params:
-            group["params"] = [parameter for parameter in group["params"] if id(parameter) not in head]
+            group["params"] = [parameter for parameter in group["params"] if id(parameter) in encoder]
             optimizer.add_param_group({**{key: value for key, value in group.items() if key != "params"}, "params": head_params, "lr": head_learning_rate})
     optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
 
