@@ -185,6 +185,18 @@ def quality_only(args, work: Path, essays: list) -> None:
         print(f"  {name:22s} {point[name]:+.4f}  [{low:+.4f}, {high:+.4f}]", flush=True)
 
 
+def cpu_features() -> str:
+    """The CPU's model and the instruction sets that decide fp32 / int8 / bf16 speed (figures differ across hosts)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    return f"{model}; {' '.join(flag for flag in wanted if flag in flags) or 'no AVX2'}"
+
+
 def load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -217,7 +229,7 @@ def main() -> None:
     if record is None:
         raise SystemExit(f"{args.checkpoint} has no ONNX export: run fbp export {args.checkpoint} first")
     print(f"checkpoint {args.checkpoint} ({record.architecture}); {len(essays)} essays from {args.input}; windows {MAX_LENGTH}/{STRIDE}, batches of {BATCH}")
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs; int8 settings: {record.variants['onnx-int8'].settings}")
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs ({cpu_features()}); int8 settings: {record.variants['onnx-int8'].settings}")
     if args.quality_only:
         return quality_only(args, work, essays)
     sides = ["plain", *RUNTIMES]
