@@ -63,7 +63,7 @@ def choose_runtime(checkpoint: Path, requested: str, device: str) -> RuntimeChoi
         return RuntimeChoice("onnx-int8", "auto: int8 kept the spans on held-out essays (onnx/export.json)",
                              variant_path(checkpoint, record, "onnx-int8"), tokenizer_json)
     if "onnx" in record.variants:
-        why = "int8 not checked on essays" if int8 is not None and int8.quality is None else "int8 loses spans" if int8 is not None else "no int8 export"
+        why = "int8 not checked on essays" if int8 is not None and int8.quality is None else "int8 did not keep the spans in the export's check" if int8 is not None else "no int8 export"
         return RuntimeChoice("onnx", f"auto: fp32 ONNX ({why})", variant_path(checkpoint, record, "onnx"), tokenizer_json)
     return RuntimeChoice("torch", "auto: the export holds no usable model")
 

@@ -217,3 +217,43 @@ def test_int8_check_reads_essays_outside_the_run_else_the_fold_decoded_with_thre
         assert quality.essays == 5 and quality.essays_from == source and modes[-1] == mode
         assert quality.decoded_with == "thresholds"  # this run fitted no learned decoder (SHRINK turns it off)
         assert read_export(run / "fold_0").variants["onnx-int8"].quality == quality  # recorded in export.json
+
+
+@pytest.mark.parametrize("macro, classes, expected", [
+    (0.004, {"Lead": 0.009, "Rebuttal": -0.0099}, []),  # within the rule on every count: keeps the spans
+    (-0.006, {"Lead": 0.0}, [("macro", -0.006)]),
+    (0.0, {"Lead": 0.02, "Claim": -0.03, "Rebuttal": 0.005}, [("Claim", -0.03), ("Lead", 0.02)]),  # upwards counts too; largest first
+    (0.001, {"Counterclaim": 0.052}, [("Counterclaim", 0.052)]),  # int8 scoring higher still moved a class beyond the rule
+])
+def test_int8_keeps_the_spans_only_within_the_rule_either_way(macro, classes, expected):
+    from fbp.io.onnx_export import QualityCheck, moves_beyond_rule
+
+    torch_per_class = {name: 0.5 for name in ("Lead", "Claim", "Counterclaim", "Rebuttal")}
+    per_class = {name: 0.5 + classes.get(name, 0.0) for name in torch_per_class}
+    moves = moves_beyond_rule(0.45, 0.45 + macro, torch_per_class, per_class)
+    assert [(name, round(gap, 6)) for name, gap in moves] == expected
+    check = QualityCheck(essays=100, torch_f1=0.45, f1=0.45 + macro, torch_per_class=torch_per_class, per_class=per_class,
+                         max_word_prob_diff=0.3, keeps_spans=not moves)
+    assert check.moves_beyond_rule() == moves
+
+
+def test_a_rejected_int8_says_what_moved_and_what_the_user_can_do(tmp_path, monkeypatch):
+    """When no plan keeps the spans, the note names the moves beyond the rule, that auto uses fp32, and the two ways
+    on (run int8 anyway, check on more essays)."""
+    import fbp.export
+    from fbp.io.onnx_export import QualityCheck
+
+    checkpoint = save_checkpoint(tmp_path / "run" / "fold_0", tiny_bert(), minilm_tokenizer(), META)
+    torch_per_class = {"Lead": 0.6, "Counterclaim": 0.2}
+    rejected = QualityCheck(essays=100, essays_from="outside the run", torch_f1=0.4477, f1=0.4529, torch_per_class=torch_per_class,
+                            per_class={"Lead": 0.6, "Counterclaim": 0.252}, max_word_prob_diff=0.34, keeps_spans=False)
+    monkeypatch.setattr(fbp.export, "_held_out_essays", lambda *args: ((["x"], ["text"], None, "outside the run"), ""))
+    monkeypatch.setattr(fbp.export, "_quality_check", lambda *args: rejected)
+    monkeypatch.setattr("fbp.word_probs.predict_word_probs", lambda *args, **kwargs: iter([(0, np.zeros((1, 15)))]))
+    [result] = export_checkpoints([checkpoint])
+    [note] = [note for note in result.notes if "int8" in note]
+    assert "did not keep the spans on 100 held-out essays (outside the run)" in note
+    assert "F1 0.4529 vs PyTorch 0.4477" in note and "Counterclaim +0.052" in note and "macro" not in note.split("):")[1].split(".")[0]
+    assert "auto uses fp32 ONNX" in note and "--runtime onnx-int8" in note and "--check-essays" in note
+    assert result.record.variants["onnx-int8"].settings["plans_tried"] == [plan.name for plan in fbp.export.INT8_PLANS]
+    assert choose_runtime(checkpoint, "auto", "cpu").runtime == "onnx"

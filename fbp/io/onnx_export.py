@@ -49,6 +49,10 @@ class QualityCheck(BaseModel):
     max_word_prob_diff: float
     keeps_spans: bool  # macro F1 within MAX_MACRO_DROP of PyTorch's, every class within MAX_CLASS_DROP
 
+    def moves_beyond_rule(self) -> List[Tuple[str, float]]:
+        """What broke the rule: see :func:`moves_beyond_rule`."""
+        return moves_beyond_rule(self.torch_f1, self.f1, self.torch_per_class, self.per_class)
+
 
 class VariantRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -84,6 +88,15 @@ class ExportRecord(BaseModel):
 
 MAX_MACRO_DROP = 0.005
 MAX_CLASS_DROP = 0.01
+
+
+def moves_beyond_rule(torch_f1: float, f1: float, torch_per_class: Dict[str, float], per_class: Dict[str, float]) -> List[Tuple[str, float]]:
+    """The rule a variant keeps the spans by, from both sides' competition F1: ``("macro" or a class, F1 minus PyTorch's)``
+    for each move beyond MAX_MACRO_DROP (macro) or MAX_CLASS_DROP (a class), either way, largest first; empty: it keeps
+    the spans. A class that moves a lot upwards counts too: the model does not predict what PyTorch predicts."""
+    moves = [("macro", f1 - torch_f1, MAX_MACRO_DROP)]
+    moves += [(name, per_class.get(name, 0.0) - value, MAX_CLASS_DROP) for name, value in torch_per_class.items()]
+    return sorted(((name, gap) for name, gap, limit in moves if abs(gap) > limit), key=lambda move: -abs(move[1]))
 
 
 def onnx_dir(checkpoint: Union[str, Path]) -> Path:
