@@ -8,7 +8,8 @@ the ratios, taken side by side, mean anything.
 - plain: a loop written for this benchmark, the same checkpoint in PyTorch fp32: windows of 512 tokens with stride 128
   (the tokenizer's overflow), batches of 16 windows in essay order, padded to each batch's longest, each word's
   probabilities the mean over its first sub-tokens, argmax spans;
-- torch / onnx / onnx-int8: ``python -m fbp infer CKPT --input DIR --runtime R`` (``fbp export`` made the ONNX files).
+- torch / onnx / onnx-int8: ``python -m fbp infer CKPT --input DIR --runtime R`` (``fbp export`` made the ONNX files),
+  with fbp's defaults (batches of 4 windows on a CPU; ``--fbp-batch 16`` runs them at the plain loop's 16).
 
 Quality, on the same essays (none of them in the run's training data): the competition F1 (macro and per class) of
 each runtime's submission, the gaps to PyTorch fp32, and the largest word-probability difference from PyTorch's
@@ -39,7 +40,7 @@ import time
 from pathlib import Path
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
-MAX_LENGTH, STRIDE, BATCH = 512, 128, 16
+MAX_LENGTH, STRIDE, BATCH = 512, 128, 16  # the plain loop's
 
 
 def plain_loop(checkpoint: str, input_dir: str, output: str) -> None:
@@ -108,11 +109,13 @@ def timed(command: list, log: Path) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def side_command(side: str, checkpoint: Path, input_dir: Path, work: Path) -> list:
+def side_command(side: str, checkpoint: Path, input_dir: Path, work: Path, fbp_batch=None) -> list:
+    """The process for one side; fbp's sides run with fbp's default batch unless ``fbp_batch``."""
     if side == "plain":
         return [sys.executable, __file__, "--plain-loop", str(checkpoint), str(input_dir), str(work / "plain.csv")]
     return [sys.executable, "-m", "fbp", "infer", str(checkpoint), "--input", str(input_dir), "-o", str(work / f"{side}.csv"),
-            "--runtime", side, "--save-probs", str(work / f"{side}.npz"), "--batch-size", str(BATCH)]
+            "--runtime", side, "--save-probs", str(work / f"{side}.npz"),
+            *(["--batch-size", str(fbp_batch)] if fbp_batch else [])]
 
 
 def resampled(frame, draw):
@@ -158,7 +161,7 @@ def quality_only(args, work: Path, essays: list) -> None:
     sides = ["onnx", "onnx-int8"]
     for side in sides:
         before = load()
-        seconds, peak = timed(side_command(side, args.checkpoint, args.input, work), work / f"{side}.log")
+        seconds, peak = timed(side_command(side, args.checkpoint, args.input, work, args.fbp_batch), work / f"{side}.log")
         print(f"  {side:10s} {seconds:7.1f}s  peak {peak:6.0f} MiB  (load before {before}, after {load()})", flush=True)
     truth = read_span_file(args.truth, "truth")[0]
     ids = sorted(path.stem for path in essays)
@@ -211,6 +214,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--quality-only", action="store_true", help="ONNX fp32 vs int8 quality with bootstrap intervals, no timings")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for --quality-only")
+    parser.add_argument("--fbp-batch", type=int, default=None, help="--batch-size for fbp's sides (default: fbp's own)")
     args = parser.parse_args()
     import numpy as np
     import onnxruntime
@@ -228,7 +232,7 @@ def main() -> None:
     record = read_export(args.checkpoint)
     if record is None:
         raise SystemExit(f"{args.checkpoint} has no ONNX export: run fbp export {args.checkpoint} first")
-    print(f"checkpoint {args.checkpoint} ({record.architecture}); {len(essays)} essays from {args.input}; windows {MAX_LENGTH}/{STRIDE}, batches of {BATCH}")
+    print(f"checkpoint {args.checkpoint} ({record.architecture}); {len(essays)} essays from {args.input}; windows {MAX_LENGTH}/{STRIDE}; plain loop batches of {BATCH}, fbp's {args.fbp_batch or 'default (4 on a CPU)'}")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs ({cpu_features()}); int8 settings: {record.variants['onnx-int8'].settings}")
     if args.quality_only:
         return quality_only(args, work, essays)
@@ -239,7 +243,7 @@ def main() -> None:
         order = sides[repeat % len(sides):] + sides[: repeat % len(sides)]
         for side in order:
             before = load()
-            seconds, peak = timed(side_command(side, args.checkpoint, args.input, work), work / f"{side}.log")
+            seconds, peak = timed(side_command(side, args.checkpoint, args.input, work, args.fbp_batch), work / f"{side}.log")
             times[side].append(seconds)
             memory[side] = max(memory[side], peak)
             print(f"  repeat {repeat + 1} {side:10s} {seconds:7.1f}s  peak {peak:6.0f} MiB  (load before {before}, after {load()})", flush=True)

@@ -352,10 +352,11 @@ def _int8_variant(fused: Path, target: Path, checks, checkpoint: Path, meta: Any
         notes.append(why)
     reference = None
     if held_out is not None:
+        from .device import predict_batch_size
         from .word_probs import predict_word_probs
 
         step(f"PyTorch fp32 on {len(held_out[0])} held-out essays ({held_out[3]}), for the int8 check")
-        reference = dict(predict_word_probs(model, tokenizer, held_out[1], meta.max_length, meta.stride, 16, "cpu"))
+        reference = dict(predict_word_probs(model, tokenizer, held_out[1], meta.max_length, meta.stride, predict_batch_size(None, "cpu"), "cpu"))
     tried = []
     for number, plan in enumerate(INT8_PLANS):
         step(f"quantising to int8 ({plan.name})")
@@ -428,6 +429,7 @@ def _quality_check(checkpoint: Path, held_out, reference: Dict[int, np.ndarray],
     """The int8 model's competition F1 on the held-out essays against PyTorch fp32's (``reference``), both decoded
     the same way (see :func:`_held_out_essays`); whether it keeps the spans is :func:`fbp.io.onnx_export.moves_beyond_rule`'s rule."""
     from .decode import decode_essays
+    from .device import predict_batch_size
     from .infer import Member, resolve_decoder
     from .io.onnx_export import OUTSIDE_THE_RUN, QualityCheck, moves_beyond_rule
     from .metric import score
@@ -443,7 +445,7 @@ def _quality_check(checkpoint: Path, held_out, reference: Dict[int, np.ndarray],
         by_id = {ids[i]: word_probs[i] for i in range(len(ids))}
         return decoder.decode(by_id) if decoder is not None else decode_essays(by_id, decoding)
 
-    candidate = dict(onnx_word_probs(int8_path, tokenizer, texts, meta.max_length, meta.stride, 16))
+    candidate = dict(onnx_word_probs(int8_path, tokenizer, texts, meta.max_length, meta.stride, predict_batch_size(None, "cpu")))
     torch_result, int8_result = score(decoded(reference), truth), score(decoded(candidate), truth)
     torch_classes, int8_classes = torch_result.class_f1(), int8_result.class_f1()
     keeps = not moves_beyond_rule(torch_result.f1, int8_result.f1, torch_classes, int8_classes)

@@ -254,7 +254,7 @@ def predict_directory(
     save_probs: Optional[Path] = None,
     html_dir: Optional[Path] = None,
     truth: Optional[Path] = None,
-    batch_size: int = 16,
+    batch_size: Optional[int] = None,
     device: str = "cpu",
     decoding_file: Optional[Path] = None,
     on_checkpoint: Optional[Callable[[Path, "CheckpointMeta"], Optional[Progress]]] = None,  # noqa: F821
@@ -278,8 +278,9 @@ def predict_directory(
     from .io.word_probs import probs_path, save_word_probs
     from .word_probs import normalise_weights
 
-    if batch_size < 1:
-        raise UsageError(f"the batch size must be at least 1, got {batch_size}")
+    from .device import predict_batch_size
+
+    batch_size = predict_batch_size(batch_size, device)
     # Every output is checked before any work, so a bad one is not found after minutes of prediction.
     # One rule for all of them (fbp.atomic.guard_output): never a link, an input, or inside a run directory.
     inputs = [*paths, input_dir, truth, decoding_file]

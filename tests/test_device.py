@@ -84,3 +84,44 @@ def test_without_a_gpu_drivers_files_the_device_is_the_cpu_and_torch_is_not_impo
             "print(d.resolve_device(None), 'torch' in sys.modules)")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert shown == ["cpu", "False"] if sys.platform.startswith("linux") else shown[0] in ("cpu", "cuda")
+
+
+@pytest.mark.parametrize("requested, device, expected", [
+    (None, "cpu", fbp_device.PREDICT_BATCH_CPU),  # small batches: as fast on a CPU, in half the memory
+    (None, "cuda", fbp_device.PREDICT_BATCH_GPU),
+    (None, "cuda:1", fbp_device.PREDICT_BATCH_GPU),
+    (None, "mps", fbp_device.PREDICT_BATCH_GPU),
+    (32, "cpu", 32),  # asked for: always that
+    (1, "cuda", 1),
+])
+def test_the_prediction_batch_follows_the_device_unless_asked(requested, device, expected):
+    assert fbp_device.predict_batch_size(requested, device) == expected
+    assert fbp_device.PREDICT_BATCH_CPU < fbp_device.PREDICT_BATCH_GPU
+
+
+@pytest.mark.parametrize("requested", [0, -4])
+def test_a_batch_below_one_is_a_usage_error(requested):
+    with pytest.raises(UsageError, match="at least 1"):
+        fbp_device.predict_batch_size(requested, "cpu")
+
+
+def test_infer_without_a_batch_size_uses_the_devices_default(tmp_path, monkeypatch):
+    """``fbp infer`` on a CPU with no --batch-size predicts in batches of PREDICT_BATCH_CPU; --batch-size overrides it."""
+    import fbp.infer
+    from conftest import run_cli
+    from tiny_models import minilm_tokenizer, tiny_bert
+
+    from fbp.io.checkpoint import save_checkpoint
+
+    checkpoint = save_checkpoint(tmp_path / "fold_0", tiny_bert(), minilm_tokenizer(),
+                                 {"max_length": 48, "stride": 12, "label_subtokens": "first", "model": "minilm", "fold": 0})
+    essays = tmp_path / "essays"
+    essays.mkdir()
+    (essays / "A1.txt").write_text("Phones should be allowed in school because students can research. " * 30, encoding="utf-8")
+    seen = []
+    real = fbp.infer.predict_members
+    monkeypatch.setattr(fbp.infer, "predict_members", lambda members, weights, essays, total, batch_size, *rest: seen.append(batch_size) or real(members, weights, essays, total, batch_size, *rest))
+    for extra, expected in (([], fbp_device.PREDICT_BATCH_CPU), (["--batch-size", "7"], 7)):
+        result = run_cli("infer", checkpoint, "--input", essays, "--device", "cpu", "--runtime", "torch", "-o", tmp_path / f"sub{len(extra)}.csv", *extra)
+        assert result.exit_code == 0, result.output
+        assert seen[-1] == expected

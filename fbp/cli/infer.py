@@ -16,7 +16,8 @@ InputOpt = typer.Option(..., "--input", "-i", metavar="TEXT_DIR", help="Director
 SaveProbsOpt = typer.Option(None, "--save-probs", help="Also save the word probabilities (a .npz file, or word_probs.npz in a directory).", show_default=False)
 HtmlOpt = typer.Option(None, "--html", help="Write an HTML view: one page per essay, predicted (and true) spans in colour.", show_default=False)
 TruthOpt = typer.Option(None, "--truth", "-t", help="Ground truth (train.csv format) to show beside the predictions / to score against.", show_default=False)
-BatchOpt = typer.Option(16, "--batch-size", "-b", min=1, help="Windows per forward pass.")
+BatchOpt = typer.Option(None, "--batch-size", "-b", min=1, show_default=False,
+                        help="Windows per forward pass. \\[default: 4 on a CPU (as fast as larger batches, in less memory), 16 on a GPU]")
 DeviceOpt = typer.Option(None, "--device", metavar="DEVICE", help="cpu, cuda, cuda:N (a GPU's index) or mps. \\[default: cuda when available, else cpu]", show_default=False)
 DecodingOpt = typer.Option(None, "--decoding", metavar="MODE|FILE",
                            help="How spans are decoded: auto (the run's choice), learned (the run's learned decoder), thresholds (the run's or checkpoint's), argmax (no thresholds), or a decoding.json of thresholds. \\[default: auto]", show_default=False)
@@ -88,7 +89,7 @@ def infer(
     save_probs: Optional[Path] = SaveProbsOpt,
     html: Optional[Path] = HtmlOpt,
     truth: Optional[Path] = TruthOpt,
-    batch_size: int = BatchOpt,
+    batch_size: Optional[int] = BatchOpt,
     device: Optional[str] = DeviceOpt,
     decoding: Optional[str] = DecodingOpt,
     runtime: str = RuntimeOpt,
@@ -175,7 +176,7 @@ def ensemble(
     save_probs: Optional[Path] = SaveProbsOpt,
     html: Optional[Path] = HtmlOpt,
     truth: Optional[Path] = TruthOpt,
-    batch_size: int = BatchOpt,
+    batch_size: Optional[int] = BatchOpt,
     device: Optional[str] = DeviceOpt,
     decoding: Optional[str] = DecodingOpt,
     runtime: str = RuntimeOpt,
