@@ -3,6 +3,7 @@
 - device: a GPU when there is one and none was asked for, else the CPU; asking for a GPU that is not there
   is an error, not a silent fallback.
 - precision: ``auto`` is bf16 on GPUs that support it, fp16 on other GPUs, fp32 on the CPU (fastest there).
+- prediction batches: 4 windows on a CPU, 16 on a GPU, unless asked (:func:`predict_batch_size`).
 """
 
 from __future__ import annotations

@@ -269,16 +269,16 @@ def predict_directory(
     ensemble directory (``fbp ensemble --fit-weights --save-dir``), given alone, brings its members, weights
     and decoder. ``blend_decoder``: a learned decoder just fitted on these members' blend (``fbp ensemble
     --fit-weights`` without ``--save-dir``), used unless ``decoding_mode`` asks for thresholds or argmax.
-    ``runtime``: what runs the checkpoints (torch, onnx, onnx-int8, auto; :mod:`fbp.onnx_runtime`).
+    ``runtime``: what runs the checkpoints (torch, onnx, onnx-int8, auto; :mod:`fbp.onnx_runtime`). ``batch_size``:
+    windows per forward pass (None: the device's default, :func:`fbp.device.predict_batch_size`).
     """
     from .atomic import guard_output, outputs_together, remove_stale_temporaries, temporary_prefix
     from .html import check_report_dir
     from .io.kaggle import read_span_file
     from .io.submission import write_submission
     from .io.word_probs import probs_path, save_word_probs
-    from .word_probs import normalise_weights
-
     from .device import predict_batch_size
+    from .word_probs import normalise_weights
 
     batch_size = predict_batch_size(batch_size, device)
     # Every output is checked before any work, so a bad one is not found after minutes of prediction.
