@@ -28,15 +28,18 @@ from pathlib import Path
 import numpy as np
 
 
-def windows(tokenizer, texts, batch_size=16):
-    """Batches of padded model inputs (sorted by length) and each batch's mask of real tokens."""
+def window_batches(tokenizer, texts, batch_size=16):
+    """Batches of unpadded windows (``fbp infer``'s windows, sorted by length as it sorts them)."""
     from fbp.windows import make_windows, model_features
 
     features = sorted(model_features(make_windows(tokenizer, texts, 512, 128)), key=lambda item: len(item["input_ids"]))
-    for start in range(0, len(features), batch_size):
-        batch = tokenizer.pad(features[start : start + batch_size], return_tensors="np")
-        feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids") if name in batch}
-        yield feeds, batch["attention_mask"].astype(bool)
+    return [features[start : start + batch_size] for start in range(0, len(features), batch_size)]
+
+
+def real_tokens(batch) -> np.ndarray:
+    """``(batch, longest)``: True where a window has a token, False on its padding."""
+    lengths = np.array([len(item["input_ids"]) for item in batch])
+    return np.arange(lengths.max())[None, :] < lengths[:, None]
 
 
 def quantised_projections(model):
@@ -59,7 +62,9 @@ def channel_maxima(fp32_path: Path, tokenizer, texts):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the intermediate tensors
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     maxima = {}
-    for feeds, mask in windows(tokenizer, texts):
+    for batch in window_batches(tokenizer, texts):
+        padded, mask = tokenizer.pad(batch, return_tensors="np"), real_tokens(batch)
+        feeds = {item.name: np.asarray(padded[item.name], dtype=np.int64) for item in session.get_inputs()}
         for name, value in zip(names, session.run(names, feeds)):
             maxima[name] = np.maximum(maxima.get(name, 0), np.abs(value.reshape(mask.shape + (-1,))[mask]).max(axis=0))
     return maxima
@@ -109,19 +114,17 @@ def quantised(source: Path, target: Path, **settings) -> Path:
 
 
 def token_probs(path: Path, tokenizer, texts):
-    """Probabilities of every real token of ``texts`` (rows in window order) and the seconds the model took."""
-    from fbp.onnx_runtime import session_options
-    import onnxruntime as ort
+    """Probabilities of every real token of ``texts`` (rows in window order) from fbp's ONNX classifier, and the
+    seconds it took."""
+    from fbp.onnx_runtime import OnnxTokenClassifier
 
-    session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    classifier = OnnxTokenClassifier(path)
     rows, seconds = [], 0.0
-    for feeds, mask in windows(tokenizer, texts):
+    for batch in window_batches(tokenizer, texts):
         started = time.perf_counter()
-        logits = session.run(None, feeds)[0]
+        probs = classifier.probabilities(batch, tokenizer)
         seconds += time.perf_counter() - started
-        logits = logits - logits.max(axis=-1, keepdims=True)
-        probs = np.exp(logits)
-        rows.append((probs / probs.sum(axis=-1, keepdims=True))[mask])
+        rows.append(probs[real_tokens(batch)])
     return np.concatenate(rows), seconds
 
 

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
+from ..device import PREDICT_BATCH_CPU, PREDICT_BATCH_GPU
 from ._app import app, console, err_console, truth_hint
 
 CheckpointsArg = typer.Argument(..., metavar="CKPT_OR_RUN...", help="Fold checkpoints and/or run directories (a run means all its folds).", show_default=False)
@@ -17,7 +18,7 @@ SaveProbsOpt = typer.Option(None, "--save-probs", help="Also save the word proba
 HtmlOpt = typer.Option(None, "--html", help="Write an HTML view: one page per essay, predicted (and true) spans in colour.", show_default=False)
 TruthOpt = typer.Option(None, "--truth", "-t", help="Ground truth (train.csv format) to show beside the predictions / to score against.", show_default=False)
 BatchOpt = typer.Option(None, "--batch-size", "-b", min=1, show_default=False,
-                        help="Windows per forward pass. \\[default: 4 on a CPU (as fast as larger batches, in less memory), 16 on a GPU]")
+                        help=f"Windows per forward pass. \\[default: {PREDICT_BATCH_CPU} on a CPU (as fast as larger batches, in less memory), {PREDICT_BATCH_GPU} on a GPU]")
 DeviceOpt = typer.Option(None, "--device", metavar="DEVICE", help="cpu, cuda, cuda:N (a GPU's index) or mps. \\[default: cuda when available, else cpu]", show_default=False)
 DecodingOpt = typer.Option(None, "--decoding", metavar="MODE|FILE",
                            help="How spans are decoded: auto (the run's choice), learned (the run's learned decoder), thresholds (the run's or checkpoint's), argmax (no thresholds), or a decoding.json of thresholds. \\[default: auto]", show_default=False)
